@@ -1,0 +1,28 @@
+"""mine_reg: mutual information as a training signal (MINE and relatives), in nats."""
+
+from . import bounds, synthetic
+from .bounds import dv, infonce, jsd, nwj, smile
+from .critics import ConcatCritic, SeparableCritic, score_pairs
+from .estimate import MIResult, estimate_mi
+from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "bounds",
+    "synthetic",
+    "dv",
+    "nwj",
+    "infonce",
+    "smile",
+    "jsd",
+    "ConcatCritic",
+    "SeparableCritic",
+    "score_pairs",
+    "MIEstimator",
+    "MIOutput",
+    "EMALogPartition",
+    "ESTIMATORS",
+    "estimate_mi",
+    "MIResult",
+]

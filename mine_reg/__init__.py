@@ -2,7 +2,7 @@
 
 from . import bounds, synthetic
 from .bounds import dv, infonce, jsd, nwj, smile
-from .critics import ConcatCritic, SeparableCritic, score_pairs
+from .critics import ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
 from .estimate import MIResult, estimate_mi
 from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
 
@@ -18,6 +18,8 @@ __all__ = [
     "jsd",
     "ConcatCritic",
     "SeparableCritic",
+    "GaussianCritic",
+    "SumCritic",
     "score_pairs",
     "MIEstimator",
     "MIOutput",

@@ -17,22 +17,38 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-__all__ = ["mlp", "ConcatCritic", "SeparableCritic", "score_pairs", "Marginals"]
+__all__ = [
+    "mlp",
+    "ConcatCritic",
+    "SeparableCritic",
+    "GaussianCritic",
+    "SumCritic",
+    "score_pairs",
+    "Marginals",
+    "ledoit_wolf",
+]
 
 Marginals = Literal["shuffle", "all", "given"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu") -> nn.Sequential:
-    """A plain MLP: Linear -> activation for each hidden width, then a final Linear."""
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu", zero_last: bool = False
+) -> nn.Sequential:
+    """A plain MLP: Linear -> activation for each hidden width, then a final Linear
+    (initialised to zero when ``zero_last``, so the network starts as the constant 0)."""
     if activation not in _ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(_ACTIVATIONS)}")
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
     for a, b in zip(dims[:-1], dims[1:], strict=True):
         layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
-    layers.append(nn.Linear(dims[-1], out_dim))
+    last = nn.Linear(dims[-1], out_dim)
+    if zero_last:
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    layers.append(last)
     return nn.Sequential(*layers)
 
 
@@ -40,6 +56,7 @@ class ConcatCritic(nn.Module):
     """The MINE paper's statistics network: an MLP on the concatenation [x, z] -> one score.
 
     Scoring all B x B pairs costs B² forward passes, so pair it with ``marginals="shuffle"``.
+    The last layer starts at zero: an untrained critic scores every pair 0 (an estimate of 0 nats).
     """
 
     def __init__(
@@ -47,7 +64,7 @@ class ConcatCritic(nn.Module):
     ) -> None:
         super().__init__()
         self.x_dim, self.z_dim = x_dim, z_dim
-        self.net = mlp(x_dim + z_dim, hidden, 1, activation)
+        self.net = mlp(x_dim + z_dim, hidden, 1, activation, zero_last=True)
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
         return rearrange(self.net(torch.cat([x, z], dim=-1)), "b 1 -> b")
@@ -59,7 +76,8 @@ class SeparableCritic(nn.Module):
     ``score_matrix`` scores all B x C pairs with a single [B, e] x [e, C] matmul, so every
     off-diagonal pair of a batch serves as a marginal sample (B² - B of them instead of B).
     Memory: the score matrix holds B·C floats (4 MiB at B = C = 1024 in float32, plus the same
-    again for its gradient); compute is O(B·C·e) for embedding width e.
+    again for its gradient); compute is O(B·C·e) for embedding width e. The last layer of g starts
+    at zero, so an untrained critic scores every pair 0 while f still passes gradient to it.
     """
 
     def __init__(
@@ -73,13 +91,112 @@ class SeparableCritic(nn.Module):
         super().__init__()
         self.x_dim, self.z_dim = x_dim, z_dim
         self.f = mlp(x_dim, hidden, embed_dim, activation)
-        self.g = mlp(z_dim, hidden, embed_dim, activation)
+        self.g = mlp(z_dim, hidden, embed_dim, activation, zero_last=True)
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
         return (self.f(x) * self.g(z)).sum(dim=-1)
 
     def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
         return torch.einsum("be,ce->bc", self.f(x), self.g(z))
+
+
+def ledoit_wolf(data: Tensor) -> Tensor:
+    """Ledoit-Wolf shrunk covariance of ``data`` [N, p] (float64): the sample covariance pulled
+    toward a scaled identity by the analytic shrinkage that minimises the expected Frobenius error."""
+    n, p = data.shape
+    centred = data - data.mean(dim=0)
+    cov = centred.T @ centred / n
+    mu = torch.trace(cov) / p
+    sq = centred**2
+    # spread of the per-sample outer products around the sample covariance, and of cov around mu·I
+    beta = ((sq.T @ sq).sum() / n - (cov**2).sum()) / n
+    delta = ((cov - mu * torch.eye(p, dtype=cov.dtype, device=cov.device)) ** 2).sum()
+    shrinkage = torch.clamp(beta / delta, 0.0, 1.0) if delta > 0 else torch.ones((), dtype=cov.dtype)
+    return (1 - shrinkage) * cov + shrinkage * mu * torch.eye(p, dtype=cov.dtype, device=cov.device)
+
+
+class GaussianCritic(nn.Module):
+    """The log density ratio log p(x, z) / (p(x) p(z)) of a Gaussian fitted to data.
+
+    For jointly Gaussian (x, z) this is the optimal critic, and its DV value is the Gaussian MI
+    0.5·(log det S_xx + log det S_zz - log det S). It is quadratic, with a bilinear cross term, so
+    ``score_matrix`` costs one matmul. Call :meth:`fit` before use: it estimates means, scales
+    and a Ledoit-Wolf shrunk correlation matrix (shrinkage keeps independent data near 0 nats).
+    Its parameters are buffers: it is fitted in closed form, not trained.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int) -> None:
+        super().__init__()
+        self.x_dim, self.z_dim = x_dim, z_dim
+        d = x_dim + z_dim
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("scale", torch.ones(d))
+        self.register_buffer("quad_x", torch.zeros(x_dim, x_dim))
+        self.register_buffer("quad_z", torch.zeros(z_dim, z_dim))
+        self.register_buffer("cross", torch.zeros(x_dim, z_dim))
+        self.register_buffer("const", torch.zeros(()))
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, z: Tensor, shrink: bool = True) -> GaussianCritic:
+        data = torch.cat([x, z], dim=1).double()
+        mean, scale = data.mean(dim=0), data.std(dim=0).clamp_min(1e-12)
+        data = (data - mean) / scale
+        cov = ledoit_wolf(data) if shrink else torch.cov(data.T, correction=0)
+        dx = self.x_dim
+        prec = torch.linalg.inv(cov)
+        prec_x, prec_z = torch.linalg.inv(cov[:dx, :dx]), torch.linalg.inv(cov[dx:, dx:])
+        logdet = torch.linalg.slogdet
+        const = 0.5 * (logdet(cov[:dx, :dx])[1] + logdet(cov[dx:, dx:])[1] - logdet(cov)[1])
+        for name, value in [
+            ("mean", mean),
+            ("scale", scale),
+            ("quad_x", -0.5 * (prec[:dx, :dx] - prec_x)),
+            ("quad_z", -0.5 * (prec[dx:, dx:] - prec_z)),
+            ("cross", -prec[:dx, dx:]),
+            ("const", const),
+        ]:
+            getattr(self, name).copy_(value.to(self.const.dtype))
+        return self
+
+    def _standardize(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        dx = self.x_dim
+        x = (x - self.mean[:dx].to(x.dtype)) / self.scale[:dx].to(x.dtype)
+        z = (z - self.mean[dx:].to(z.dtype)) / self.scale[dx:].to(z.dtype)
+        return x, z
+
+    def _parts(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x, z = self._standardize(x, z)
+        qx = torch.einsum("bi,ij,bj->b", x, self.quad_x.to(x.dtype), x)
+        qz = torch.einsum("bi,ij,bj->b", z, self.quad_z.to(z.dtype), z)
+        return x @ self.cross.to(x.dtype), z, qx + self.const.to(x.dtype), qz
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        xc, z, qx, qz = self._parts(x, z)
+        return (xc * z).sum(dim=-1) + qx + qz
+
+    def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
+        xc, z, qx, qz = self._parts(x, z)
+        return xc @ z.T + rearrange(qx, "b -> b 1") + rearrange(qz, "c -> 1 c")
+
+
+class SumCritic(nn.Module):
+    """T(x, z) = sum of the given critics' scores, e.g. a fitted :class:`GaussianCritic` plus a
+    trained :class:`SeparableCritic` that learns what the Gaussian misses. Has ``score_matrix``
+    when every part has it."""
+
+    def __init__(self, *critics: nn.Module) -> None:
+        super().__init__()
+        if not critics:
+            raise ValueError("SumCritic needs at least one critic")
+        self.parts = nn.ModuleList(critics)
+        if all(hasattr(c, "score_matrix") for c in critics):
+            self.score_matrix = self._score_matrix
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return sum(c(x, z) for c in self.parts)
+
+    def _score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
+        return sum(c.score_matrix(x, z) for c in self.parts)
 
 
 def _cyclic_derangement(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:

@@ -18,9 +18,10 @@ from torch import Tensor
 from .critics import ConcatCritic, GaussianCritic, Marginals, SeparableCritic, SumCritic
 from .estimator import ESTIMATORS, MIEstimator
 
-__all__ = ["estimate_mi", "MIResult", "validate_pair", "PREPROCESS"]
+__all__ = ["estimate_mi", "MIResult", "validate_pair", "PREPROCESS", "CRITICS"]
 
 PREPROCESS = ("quantile", "standardize", "none")
+_MAX_MONITOR = 2048
 
 
 @dataclass
@@ -29,7 +30,8 @@ class MIResult:
 
     mi: the estimate (nats). stderr: standard error over held-out batches (nats).
     interval: ``(mi - 1.96·stderr, mi + 1.96·stderr)``. curve: one dict per evaluation with
-    ``step``, ``train`` (running mean of the training bound) and ``heldout`` (nats).
+    ``step``, ``train`` (mean training bound since the last evaluation; None at step 0) and
+    ``monitor`` (the bound on the monitor set), in nats.
     ``float(result) == result.mi``.
     """
 
@@ -37,11 +39,12 @@ class MIResult:
     stderr: float
     estimator: str
     n_train: int
+    n_monitor: int
     n_heldout: int
     steps: int
     best_step: int
     seconds: float
-    curve: list[dict[str, float]] = field(default_factory=list, repr=False)
+    curve: list[dict[str, float | None]] = field(default_factory=list, repr=False)
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -57,6 +60,7 @@ class MIResult:
             "interval": list(self.interval),
             "estimator": self.estimator,
             "n_train": self.n_train,
+            "n_monitor": self.n_monitor,
             "n_heldout": self.n_heldout,
             "steps": self.steps,
             "best_step": self.best_step,
@@ -144,7 +148,7 @@ def _heldout(
 ) -> tuple[float, float]:
     """Read-out on held-out data: (pooled estimate, standard error over batches), nats."""
     n = x.shape[0]
-    n_batches = max(1, n // batch_size)
+    n_batches = max(2, n // batch_size) if n >= 4 else 1
     per_batch, joints, marginals = [], [], []
     for idx in torch.tensor_split(torch.arange(n, device=x.device), n_batches):
         joint, marginal = est.scores(x[idx], y[idx], generator=generator)
@@ -189,12 +193,14 @@ def estimate_mi(
     1. each column is preprocessed: ``"quantile"`` (default) maps ranks to standard-normal
        scores, an invertible map per coordinate, so MI is unchanged while heavy tails and warps
        are removed; ``"standardize"``: zero mean, unit variance; ``"none"``;
-    2. the samples are split at random into a training part and a held-out part (``heldout``);
+    2. the samples are split at random into a held-out part (``heldout``), used only for the
+       final read-out, and the rest, of which a monitor set (a fifth, at most 2,048 samples) is
+       kept aside for early stopping;
     3. the critic is fitted on the training part: the default ``"gaussian+separable"`` critic is
        a closed-form Gaussian log density ratio (Ledoit-Wolf shrunk, exact when the dependence is
        Gaussian after step 1) plus a separable neural critic, starting at zero, trained with the
        chosen estimator's bound to learn what the Gaussian part misses;
-    4. training stops early once the bound on a held-out monitor set has not improved for
+    4. training stops early once the bound on the monitor set has not improved for
        ``patience`` evaluations (every ``eval_every`` steps), and the best state is kept (the
        untrained state, step 0, included);
     5. the bound is read out on the whole held-out part, with a standard error over batches.
@@ -211,7 +217,7 @@ def estimate_mi(
             ``score_matrix``, ``"shuffle"`` otherwise.
         hidden, embed_dim: widths of the neural critic.
         batch_size, lr, max_steps: training batch (also the read-out batch), Adam rate, step cap.
-        heldout: fraction of samples held out for early stopping and the read-out.
+        heldout: fraction of samples held out for the read-out.
         ema_rate: MINE's moving-average rate; tau: SMILE's clip.
         seed: seeds the split, the initialisation and the batches; CPU runs are deterministic.
         device: defaults to CUDA when available.
@@ -221,7 +227,8 @@ def estimate_mi(
         :class:`MIResult` with ``.mi`` (nats), ``.stderr``, ``.interval`` and ``.curve``.
 
     Raises:
-        ValueError: N mismatch, too few samples for one training and one held-out batch,
+        ValueError: N mismatch, too few samples for one training and one held-out batch, bad
+            settings (non-positive ``lr``, ``eval_every``, ``max_steps``, ``patience``),
             NaN or Inf, a non-numeric dtype, or arrays of more than 2 dims.
     """
     start = time.perf_counter()
@@ -229,18 +236,25 @@ def estimate_mi(
         raise ValueError(f"unknown estimator {estimator!r}; choose from {sorted(ESTIMATORS)}")
     if not 0.0 < heldout < 1.0:
         raise ValueError(f"heldout must lie in (0, 1), got {heldout}")
-    if batch_size < 2:
-        raise ValueError(f"batch_size must be at least 2, got {batch_size}")
+    for name, value in [("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every)]:
+        if int(value) != value or value < (2 if name == "batch_size" else 1):
+            raise ValueError(f"{name} must be an integer >= {2 if name == 'batch_size' else 1}, got {value}")
+    if patience < 1:
+        raise ValueError(f"patience must be at least 1, got {patience}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr}")
     x_np, y_np = validate_pair(x, y)
     n = x_np.shape[0]
     n_held = int(round(n * heldout))
-    n_train = n - n_held
+    n_monitor = min(_MAX_MONITOR, max(batch_size, (n - n_held) // 5))
+    n_train = n - n_held - n_monitor
     if n_train < batch_size or n_held < batch_size:
-        need = math.ceil(batch_size / min(heldout, 1 - heldout))
+        need = math.ceil((2 * batch_size) / (1 - heldout))
+        need = max(need, math.ceil(batch_size / heldout))
         raise ValueError(
-            f"too few samples: N = {n} gives {n_train} training and {n_held} held-out samples, "
-            f"but each part needs at least one batch of {batch_size}; pass a smaller batch_size "
-            f"or at least {need} samples"
+            f"too few samples: N = {n} gives {n_train} training, {n_monitor} monitor and {n_held} "
+            f"held-out samples, but training and held-out parts each need at least one batch of "
+            f"{batch_size}; pass a smaller batch_size or at least {need} samples"
         )
 
     device = torch.device(device) if device is not None else _default_device()
@@ -251,8 +265,9 @@ def estimate_mi(
         data_x = torch.as_tensor(_preprocess(x_np, preprocess), dtype=torch.float32)
         data_y = torch.as_tensor(_preprocess(y_np, preprocess), dtype=torch.float32)
         perm = torch.randperm(n, generator=gen)
-        tr, ho = perm[:n_train], perm[n_train:]
+        tr, mo, ho = perm[:n_train], perm[n_train : n_train + n_monitor], perm[n_train + n_monitor :]
         x_tr, y_tr = data_x[tr].to(device), data_y[tr].to(device)
+        x_mo, y_mo = data_x[mo].to(device), data_y[mo].to(device)
         x_ho, y_ho = data_x[ho].to(device), data_y[ho].to(device)
 
         if isinstance(critic, torch.nn.Module):
@@ -262,13 +277,12 @@ def estimate_mi(
         if marginals is None:
             marginals = "all" if hasattr(net, "score_matrix") else "shuffle"
         est = MIEstimator(net, estimator, marginals=marginals, ema_rate=ema_rate, tau=tau).to(device)
-        monitor = min(n_held, max(batch_size, 2048))
         steps, best_step, curve = _train(
             est,
             x_tr,
             y_tr,
-            x_ho[:monitor],
-            y_ho[:monitor],
+            x_mo,
+            y_mo,
             batch_size,
             lr,
             max_steps,
@@ -286,6 +300,7 @@ def estimate_mi(
         stderr=se,
         estimator=estimator,
         n_train=n_train,
+        n_monitor=n_monitor,
         n_heldout=n_held,
         steps=steps,
         best_step=best_step,
@@ -307,20 +322,20 @@ def _train(
     patience: int,
     gen: torch.Generator,
     progress: bool,
-) -> tuple[int, int, list[dict[str, float]]]:
+) -> tuple[int, int, list[dict[str, float | None]]]:
     """Ascend the estimator's objective on (x, y); keep the state that scores best on the monitor
     set (step 0, the untrained critic, included). Returns (steps run, best step, curve)."""
     params = [p for p in est.parameters() if p.requires_grad]
 
-    def evaluate(step: int, train: float) -> float:
+    def evaluate(step: int, train: float | None) -> float:
         est.eval()
         value, _ = _heldout(est, x_monitor, y_monitor, batch_size, gen)
         est.train()
-        curve.append({"step": step, "train": train, "heldout": value})
+        curve.append({"step": step, "train": train, "monitor": value})
         return value
 
-    curve: list[dict[str, float]] = []
-    best, best_step = evaluate(0, float("nan")), 0
+    curve: list[dict[str, float | None]] = []
+    best, best_step = evaluate(0, None), 0
     if not params:
         return 0, 0, curve
     best_state = copy.deepcopy(est.state_dict())

@@ -1,0 +1,7 @@
+"""``python -m mine_reg``: the ``mine-reg`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

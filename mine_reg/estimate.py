@@ -273,7 +273,10 @@ def estimate_mi(
         if isinstance(critic, torch.nn.Module):
             net = critic
         else:
-            net = _build_critic(critic, x_tr, y_tr, hidden, embed_dim)
+            # the closed-form Gaussian part may use the monitor samples too: it is not selected on
+            # them, and their optimism only makes early stopping keep the Gaussian part alone
+            x_fit, y_fit = torch.cat([x_tr, x_mo]), torch.cat([y_tr, y_mo])
+            net = _build_critic(critic, x_fit, y_fit, hidden, embed_dim)
         if marginals is None:
             marginals = "all" if hasattr(net, "score_matrix") else "shuffle"
         est = MIEstimator(net, estimator, marginals=marginals, ema_rate=ema_rate, tau=tau).to(device)

@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-__all__ = ["dv", "nwj", "infonce", "smile", "jsd", "log_mean_exp", "BOUNDS"]
+__all__ = ["dv", "nwj", "infonce", "smile", "jsd", "log_mean_exp", "upcast", "BOUNDS"]
 
 
-def _upcast(t: Tensor) -> Tensor:
+def upcast(t: Tensor) -> Tensor:
+    """fp16 / bf16 -> float32; float32 and wider unchanged."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
@@ -35,19 +36,19 @@ def _check(joint: Tensor, marginal: Tensor, rows: bool = False) -> tuple[Tensor,
     if marginal.numel() == 0:
         raise ValueError("no marginal scores were given")
     if not rows:
-        return _upcast(joint), _upcast(marginal)
+        return upcast(joint), upcast(marginal)
     if marginal.ndim == 1:
         marginal = rearrange(marginal, "b -> b 1")
     if marginal.ndim != 2 or marginal.shape[0] != joint.shape[0]:
         raise ValueError(
             f"marginal scores must have shape [B, K] with B = {joint.shape[0]}, got {tuple(marginal.shape)}"
         )
-    return _upcast(joint), _upcast(marginal)
+    return upcast(joint), upcast(marginal)
 
 
 def log_mean_exp(scores: Tensor) -> Tensor:
     """log(mean(exp(scores))) over all elements, computed stably (float32 or wider)."""
-    scores = rearrange(_upcast(scores), "... -> (...)")
+    scores = rearrange(upcast(scores), "... -> (...)")
     return torch.logsumexp(scores, dim=0) - math.log(scores.numel())
 
 

@@ -239,6 +239,13 @@ def score_pairs(
         ``(joint [B], marginal [B, K])`` scores, ready for any bound in :mod:`mine_reg.bounds`.
     """
     b = x.shape[0]
+    if z.shape[0] != b:
+        raise ValueError(f"x and z must have the same batch size, got {b} and {z.shape[0]}")
+    if b < 2 and marginals != "given":
+        raise ValueError(
+            f"a batch of {b} sample cannot form marginal pairs by {marginals!r}: need at least 2 "
+            "(drop the last incomplete batch, or pass z_marginal with marginals='given')"
+        )
     if marginals == "shuffle":
         z_bar = z[_cyclic_derangement(b, z.device, generator)]
         scores = critic(torch.cat([x, x]), torch.cat([z, z_bar]))

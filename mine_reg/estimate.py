@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from scipy.special import ndtri
+from scipy.stats import t as student_t
 from torch import Tensor
 
 from .critics import ConcatCritic, GaussianCritic, Marginals, SeparableCritic, SumCritic
@@ -28,10 +29,10 @@ _MAX_MONITOR = 2048
 class MIResult:
     """An MI estimate in nats, read out on held-out data.
 
-    mi: the estimate (nats). stderr: standard error over held-out batches (nats).
-    interval: ``(mi - 1.96·stderr, mi + 1.96·stderr)``. curve: one dict per evaluation with
-    ``step``, ``train`` (mean training bound since the last evaluation; None at step 0) and
-    ``monitor`` (the bound on the monitor set), in nats.
+    mi: the estimate (nats). stderr: standard error over the ``n_batches`` held-out batches
+    (nats). interval: 95% Student-t interval from stderr with ``n_batches - 1`` degrees of
+    freedom. curve: one dict per evaluation with ``step``, ``train`` (mean training bound since
+    the last evaluation; None at step 0) and ``monitor`` (the bound on the monitor set), in nats.
     ``float(result) == result.mi``.
     """
 
@@ -45,10 +46,13 @@ class MIResult:
     best_step: int
     seconds: float
     curve: list[dict[str, float | None]] = field(default_factory=list, repr=False)
+    n_batches: int = 0
 
     @property
     def interval(self) -> tuple[float, float]:
-        return (self.mi - 1.96 * self.stderr, self.mi + 1.96 * self.stderr)
+        """95% interval: Student-t with ``n_batches - 1`` degrees of freedom (normal if unknown)."""
+        q = float(student_t.ppf(0.975, self.n_batches - 1)) if self.n_batches >= 2 else 1.96
+        return (self.mi - q * self.stderr, self.mi + q * self.stderr)
 
     def __float__(self) -> float:
         return self.mi
@@ -65,6 +69,7 @@ class MIResult:
             "steps": self.steps,
             "best_step": self.best_step,
             "seconds": self.seconds,
+            "n_batches": self.n_batches,
         }
 
 
@@ -145,8 +150,8 @@ def _build_critic(kind: str, x: Tensor, y: Tensor, hidden: Sequence[int], embed_
 @torch.no_grad()
 def _heldout(
     est: MIEstimator, x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator
-) -> tuple[float, float]:
-    """Read-out on held-out data: (pooled estimate, standard error over batches), nats."""
+) -> tuple[float, float, int]:
+    """Read-out on held-out data: (pooled estimate, standard error over batches, batches), nats."""
     n = x.shape[0]
     n_batches = max(2, n // batch_size) if n >= 4 else 1
     per_batch, joints, marginals = [], [], []
@@ -161,7 +166,7 @@ def _heldout(
     else:
         point = float(est.bound(readout, torch.cat(joints), torch.cat(marginals)))
     se = float(np.std(per_batch, ddof=1) / math.sqrt(len(per_batch))) if len(per_batch) > 1 else float("nan")
-    return point, se
+    return point, se, len(per_batch)
 
 
 def estimate_mi(
@@ -295,7 +300,7 @@ def estimate_mi(
             progress,
         )
         est.eval()
-        mi, se = _heldout(est, x_ho, y_ho, batch_size, gen)
+        mi, se, n_batches = _heldout(est, x_ho, y_ho, batch_size, gen)
     finally:
         torch.random.set_rng_state(torch_state)
     return MIResult(
@@ -309,6 +314,7 @@ def estimate_mi(
         best_step=best_step,
         seconds=time.perf_counter() - start,
         curve=curve,
+        n_batches=n_batches,
     )
 
 
@@ -332,7 +338,7 @@ def _train(
 
     def evaluate(step: int, train: float | None) -> float:
         est.eval()
-        value, _ = _heldout(est, x_monitor, y_monitor, batch_size, gen)
+        value = _heldout(est, x_monitor, y_monitor, batch_size, gen)[0]
         est.train()
         curve.append({"step": step, "train": train, "monitor": value})
         return value

@@ -25,7 +25,7 @@ ESTIMATORS: dict[str, tuple[str, str]] = {
     "mine-f": ("nwj", "nwj"),
     "nwj": ("nwj", "nwj"),
     "infonce": ("infonce", "infonce"),
-    "smile": ("smile", "smile"),
+    "smile": ("smile", "smile"),  # trained with the JS gradient, see MIEstimator.evaluate
     "jsd": ("jsd", "dv"),
 }
 
@@ -94,7 +94,8 @@ class MIEstimator(nn.Module):
         critic: any module following :mod:`mine_reg.critics`' call contract.
         estimator: one of ``ESTIMATORS``: ``"mine"`` (DV bound, bias-corrected gradient),
             ``"mine-biased"`` (DV, plain minibatch gradient), ``"mine-f"``/``"nwj"``,
-            ``"infonce"``, ``"smile"``, ``"jsd"`` (trained with the JS objective, read out with DV).
+            ``"infonce"``, ``"smile"`` (clipped-DV value, JS gradient), ``"jsd"`` (trained with
+            the JS objective, read out with DV).
         marginals: how marginal pairs are formed (see :func:`mine_reg.critics.score_pairs`).
         ema_rate: weight of the newest batch in the moving average of E_Q[exp T] (``"mine"``).
         tau: SMILE's clipping threshold.
@@ -138,7 +139,7 @@ class MIEstimator(nn.Module):
         value = bounds.dv(joint, marginal)
         if not torch.is_grad_enabled():
             return value
-        joint, marginal = joint.float(), marginal.float()
+        joint, marginal = bounds.upcast(joint), bounds.upcast(marginal)
         log_ema = self.ema.update(bounds.log_mean_exp(marginal)).to(marginal.dtype)
         surrogate = joint.mean() - torch.exp(marginal - log_ema).mean()
         return value.detach() + surrogate - surrogate.detach()
@@ -154,6 +155,11 @@ class MIEstimator(nn.Module):
         train_name, readout_name = ESTIMATORS[self.estimator]
         if self.estimator == "mine":
             objective = self.corrected_dv(joint, marginal)
+        elif self.estimator == "smile":
+            # the clipped DV value with the JS objective's gradient (Song and Ermon 2020): ascending
+            # the clipped bound itself is unbounded once scores pass tau
+            value, js = self.bound("smile", joint, marginal), bounds.jsd(joint, marginal)
+            objective = value.detach() + js - js.detach()
         else:
             objective = self.bound(train_name, joint, marginal)
         mi = objective if train_name == readout_name else self.bound(readout_name, joint, marginal)

@@ -5,6 +5,7 @@ from .bounds import dv, infonce, jsd, nwj, smile
 from .critics import ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
 from .estimate import MIResult, estimate_mi
 from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
+from .regularizer import MIRegularizer
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,6 @@ __all__ = [
     "EMALogPartition",
     "ESTIMATORS",
     "estimate_mi",
+    "MIRegularizer",
     "MIResult",
 ]

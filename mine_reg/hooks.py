@@ -1,0 +1,144 @@
+"""Hook plumbing: read the tensors that define X and Z out of any model's forward pass.
+
+A *spec* names a tensor:
+
+- ``"input"``: the model's own (first positional) input;
+- ``"encoder.fc2"``: a submodule's output (dotted name, as in ``model.named_modules()``);
+- ``"encoder.fc2:input"``: that submodule's (first positional) input;
+- a callable ``f``: applied to the model's input (``f(input)``), e.g. slicing a latent code out
+  of a generator's input;
+- a pair ``("encoder.fc2", f)``: ``f`` applied to the tensor the first element names.
+
+Names resolve on the unwrapped model, so ``module.`` (DDP, Accelerate) and ``_orig_mod.``
+(torch.compile) prefixes may be given or left out.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "grad_scale", "check_finite"]
+
+Spec = str | Callable[[Tensor], Tensor] | tuple[str, Callable[[Tensor], Tensor]]
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _strip(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix) :], True
+    return name.replace("._orig_mod.", ".").replace(".module.", ".") if name else name
+
+
+def find_module(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` (wrapper prefixes ignored); ValueError listing close names."""
+    root = unwrap_model(model)
+    modules = {_strip(n): m for n, m in root.named_modules() if n}
+    key = _strip(name)
+    if key in modules:
+        return modules[key]
+    close = difflib.get_close_matches(key, list(modules), n=5, cutoff=0.4)
+    hint = f"closest: {', '.join(close)}" if close else f"available: {', '.join(list(modules)[:20])}"
+    raise ValueError(f"no submodule named {name!r} in {type(root).__name__}; {hint}")
+
+
+def _first_tensor(args: Any, where: str) -> Tensor:
+    value = args[0] if isinstance(args, tuple | list) and args else args
+    if isinstance(value, dict):
+        value = next(iter(value.values()), None)
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{where} is not a tensor (got {type(value).__name__}); pass a callable spec")
+    return value
+
+
+class Tap:
+    """Captures one spec's tensor on every forward pass of ``model``; ``value`` holds the latest.
+
+    ``label`` names the variable in error messages (``"x"``, ``"z"``).
+    """
+
+    def __init__(self, model: nn.Module, spec: Spec, label: str) -> None:
+        self.label, self.spec = label, spec
+        self.value: Tensor | None = None
+        self.fired = False
+        name, fn = (
+            (spec, None) if isinstance(spec, str) else (spec if isinstance(spec, tuple) else ("input", spec))
+        )
+        if not isinstance(name, str) or (fn is not None and not callable(fn)):
+            raise ValueError(f"{label}: a spec is a name, a callable, or (name, callable); got {spec!r}")
+        self.name, self.fn = name, fn
+        root = unwrap_model(model)
+        module_name, _, part = name.partition(":")
+        if part not in ("", "input", "output"):
+            raise ValueError(f"{label}: {name!r}: the part after ':' must be 'input' or 'output'")
+        if module_name == "input":
+            self.module, want_input = root, True
+        else:
+            self.module, want_input = find_module(root, module_name), part == "input"
+        self.where = f"{label} = {name!r}"
+        self.handle: RemovableHandle = (
+            self.module.register_forward_pre_hook(self._pre_hook)
+            if want_input
+            else self.module.register_forward_hook(self._hook)
+        )
+
+    def _store(self, tensor: Any, kind: str) -> None:
+        value = _first_tensor(tensor, f"{self.where} ({kind})")
+        self.value = self.fn(value) if self.fn is not None else value
+        self.fired = True
+
+    def _pre_hook(self, module: nn.Module, args: tuple) -> None:
+        self._store(args, "input")
+
+    def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._store(output, "output")
+
+    def take(self) -> Tensor:
+        """The captured tensor; ValueError if the hook has not fired since the last take."""
+        if not self.fired or self.value is None:
+            raise ValueError(
+                f"{self.where} has not been captured since the last regularizer call: run the "
+                "model's forward pass before calling the regularizer"
+            )
+        value, self.value, self.fired = self.value, None, False
+        return value
+
+    def remove(self) -> None:
+        self.handle.remove()
+        self.value, self.fired = None, False
+
+    def has_hook(self) -> bool:
+        return (
+            self.handle.id in self.module._forward_hooks or self.handle.id in self.module._forward_pre_hooks
+        )
+
+
+def grad_scale(t: Tensor, factor: float) -> Tensor:
+    """Identity forward; multiplies the gradient flowing back through ``t`` by ``factor``."""
+    return t.detach() + factor * (t - t.detach()) if factor != 1.0 else t
+
+
+def check_finite(t: Tensor, where: str) -> None:
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{where} contains NaN or Inf")

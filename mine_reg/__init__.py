@@ -2,6 +2,7 @@
 
 from . import bounds, synthetic
 from .bounds import dv, infonce, jsd, nwj, smile
+from .club import CLUB, GaussianConditional
 from .critics import ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
 from .estimate import MIResult, estimate_mi
 from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
@@ -28,5 +29,7 @@ __all__ = [
     "ESTIMATORS",
     "estimate_mi",
     "MIRegularizer",
+    "CLUB",
+    "GaussianConditional",
     "MIResult",
 ]

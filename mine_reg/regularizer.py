@@ -22,6 +22,7 @@ import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor, nn
 
+from .club import CLUB
 from .critics import ConcatCritic, SeparableCritic
 from .estimator import ESTIMATORS, MIEstimator, MIOutput
 from .hooks import Spec, Tap, check_finite, grad_scale
@@ -61,7 +62,11 @@ class MIRegularizer(nn.Module):
             shape are flattened per sample: [B, ...] -> [B, D].
         beta: weight of the MI term (nats are multiplied by beta).
         mode: ``"minimize"`` (information bottleneck) or ``"maximize"`` (GAN codes, ALI).
-        estimator: a name in :data:`mine_reg.estimator.ESTIMATORS` (``"mine"`` by default).
+        estimator: a name in :data:`mine_reg.estimator.ESTIMATORS` (``"mine"`` by default), or
+            ``"club"``: the CLUB upper bound with a Gaussian q(z|x) fitted by likelihood
+            (:class:`mine_reg.club.CLUB`), for ``mode="minimize"``. Minimizing a lower bound
+            does not guarantee that the true MI falls; minimizing an upper bound does, as long
+            as q fits.
         critic: ``"concat"`` (the paper's MLP on [x, z]), ``"separable"``, an ``nn.Module``
             following the critic call contract, or a factory ``(x_dim, z_dim) -> nn.Module``.
             Built lazily from the dims of the first batch, on that batch's device.
@@ -103,8 +108,13 @@ class MIRegularizer(nn.Module):
         super().__init__()
         if mode not in ("minimize", "maximize"):
             raise ValueError(f"mode must be 'minimize' or 'maximize', got {mode!r}")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose from {sorted(ESTIMATORS)}")
+        if estimator not in ESTIMATORS and estimator != "club":
+            raise ValueError(f"unknown estimator {estimator!r}; choose from {sorted([*ESTIMATORS, 'club'])}")
+        if estimator == "club" and (mode != "minimize" or adaptive_clip or gather_marginals):
+            raise ValueError(
+                "estimator='club' is an upper bound, for mode='minimize' only (without adaptive_clip "
+                "or gather_marginals); use a lower bound such as 'mine' to maximize"
+            )
         if not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta}")
         if warmup_steps < 0:
@@ -201,7 +211,9 @@ class MIRegularizer(nn.Module):
         spec = self.critic_spec
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            if spec == "concat":
+            if self.estimator_name == "club":
+                critic = CLUB(dx, dz, self.hidden)
+            elif spec == "concat":
                 critic: nn.Module = ConcatCritic(dx, dz, self.hidden)
             elif spec == "separable":
                 critic = SeparableCritic(dx, dz, self.hidden, self.embed_dim)
@@ -215,7 +227,11 @@ class MIRegularizer(nn.Module):
                 )
         marginals = self.marginals or ("all" if hasattr(critic, "score_matrix") else "shuffle")
         self.critic_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        estimator = MIEstimator(critic, self.estimator_name, marginals, self.ema_rate, self.tau)
+        estimator = (
+            critic
+            if isinstance(critic, CLUB)
+            else MIEstimator(critic, self.estimator_name, marginals, self.ema_rate, self.tau)
+        )
         self.estimator = (
             estimator.to(x.device) if self.critic_dtype == torch.float32 else estimator.to(x.device).double()
         )
@@ -303,7 +319,16 @@ class MIRegularizer(nn.Module):
 
     def _score(self, x: Tensor, z: Tensor) -> MIOutput:
         x, z = self._gather(x, z)
-        return self.estimator(x.to(self.critic_dtype), z.to(self.critic_dtype), generator=self.generator)
+        x, z = x.to(self.critic_dtype), z.to(self.critic_dtype)
+        if isinstance(self.estimator, CLUB):
+            # objective (ascended by q): minus q's negative log-likelihood, with x and z detached
+            # inside; mi: the CLUB upper bound, differentiable in x and z
+            nan = torch.full((), float("nan"), device=x.device)
+            value = self.estimator(x, z, generator=self.generator)
+            return MIOutput(
+                objective=-self.estimator.learning_loss(x, z), mi=value, joint_mean=nan, log_partition=nan
+            )
+        return self.estimator(x, z, generator=self.generator)
 
     def forward(
         self, x: Tensor | None = None, z: Tensor | None = None, task_loss: Tensor | None = None
@@ -324,6 +349,10 @@ class MIRegularizer(nn.Module):
             out = self._score(xs.detach(), zs.detach())
             critic_term = -out.objective
             return scale * model_term + (critic_term - critic_term.detach())
+        if isinstance(self.estimator, CLUB):
+            model_term = self._model_term(xs, zs, factor)
+            out = self._score(xs.detach(), zs.detach())
+            return model_term + (-out.objective - (-out.objective).detach())
         # one pass: the critic's parameters get -dI (ascent), the model sign·beta·dI through x, z
         out = self._score(grad_scale(xs, -factor), grad_scale(zs, -factor))
         self._last = out
@@ -335,7 +364,7 @@ class MIRegularizer(nn.Module):
         with _frozen(self.critic_parameters()):
             out = self._score(x, z)
         self._last = out
-        return factor * out.objective
+        return factor * (out.mi if isinstance(self.estimator, CLUB) else out.objective)
 
     def _clip_scale(self, task_loss: Tensor, model_term: Tensor) -> Tensor:
         params = [p for p in self.model[0].parameters() if p.requires_grad]

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "grad_scale", "check_finite"]
+__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite"]
 
 Spec = str | Callable[[Tensor], Tensor] | tuple[str, Callable[[Tensor], Tensor]]
 
@@ -132,11 +132,6 @@ class Tap:
         return (
             self.handle.id in self.module._forward_hooks or self.handle.id in self.module._forward_pre_hooks
         )
-
-
-def grad_scale(t: Tensor, factor: float) -> Tensor:
-    """Identity forward; multiplies the gradient flowing back through ``t`` by ``factor``."""
-    return t.detach() + factor * (t - t.detach()) if factor != 1.0 else t
 
 
 def check_finite(t: Tensor, where: str) -> None:

@@ -12,20 +12,20 @@ its bound; the regularizer steps the critic's optimizer itself as soon as that g
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from .club import CLUB
 from .critics import ConcatCritic, SeparableCritic
 from .estimator import ESTIMATORS, MIEstimator, MIOutput
-from .hooks import Spec, Tap, check_finite, grad_scale
+from .hooks import Spec, Tap, check_finite
 
 __all__ = ["MIRegularizer"]
 
@@ -36,17 +36,18 @@ def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-@contextlib.contextmanager
-def _frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Record no gradient for ``params`` inside the block."""
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, flags, strict=True):
-            p.requires_grad_(flag)
+class _GradScale(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``holder[0]``, read at backward
+    time, so the factor can be set after the forward pass (adaptive clipping)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor, holder: list[float]) -> Tensor:
+        ctx.holder = holder
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.holder[0], None
 
 
 class MIRegularizer(nn.Module):
@@ -142,6 +143,7 @@ class MIRegularizer(nn.Module):
         self._last_inputs: tuple[Tensor, Tensor] | None = None
         self._grads_seen = 0
         self._pending_optimizer_state: dict[str, Any] | None = None
+        self._last_beta = 0.0
         self.attach()
 
     # ---------------------------------------------------------------- hooks
@@ -336,54 +338,62 @@ class MIRegularizer(nn.Module):
         """The term to add to the loss: value sign·beta·I (nats·beta), gradients as described
         in the module docstring. Call once per training step, after the model's forward."""
         xs, zs = self._prepare(x, z)
-        beta = self.current_beta()
-        self.steps += 1
-        # model-side factor: DDP averages model gradients over ranks, so with gathered pairs
-        # (every rank scoring the global batch) the local share is scaled back up
-        factor = self.sign * beta * (_world() if self.gather_marginals else 1)
-        if self.adaptive_clip:
-            if task_loss is None:
-                raise ValueError("adaptive_clip=True needs the task loss: reg(task_loss=loss)")
-            model_term = self._model_term(xs, zs, factor)
-            scale = self._clip_scale(task_loss, model_term)
-            out = self._score(xs.detach(), zs.detach())
-            critic_term = -out.objective
-            return scale * model_term + (critic_term - critic_term.detach())
+        factor = self._factor()
+        if self.adaptive_clip and task_loss is None:
+            raise ValueError("adaptive_clip=True needs the task loss: reg(task_loss=loss)")
         if isinstance(self.estimator, CLUB):
             model_term = self._model_term(xs, zs, factor)
             out = self._score(xs.detach(), zs.detach())
             return model_term + (-out.objective - (-out.objective).detach())
-        # one pass: the critic's parameters get -dI (ascent), the model sign·beta·dI through x, z
-        out = self._score(grad_scale(xs, -factor), grad_scale(zs, -factor))
+        # One scoring pass serves both sides: the critic's parameters get -dI (ascent), and the
+        # gradient reaching x and z is rescaled to factor·dI for the model.
+        scale = [-factor]
+        out = self._score(_GradScale.apply(xs, scale), _GradScale.apply(zs, scale))
         self._last = out
         critic_term = -out.objective
-        value = self.sign * beta * out.mi.detach()
+        if self.adaptive_clip:
+            scale[0] = -factor * self._clip_scale(task_loss, critic_term)
+        value = self.sign * self._last_beta * out.mi.detach()
         return value + (critic_term - critic_term.detach())
 
-    def _model_term(self, x: Tensor, z: Tensor, factor: float) -> Tensor:
-        with _frozen(self.critic_parameters()):
-            out = self._score(x, z)
-        self._last = out
-        return factor * (out.mi if isinstance(self.estimator, CLUB) else out.objective)
+    def _factor(self) -> float:
+        """Model-side gradient factor sign·beta; advances the beta schedule. DDP averages model
+        gradients over ranks, so with gathered pairs (every rank scoring the global batch) the
+        local share is scaled back up by the world size."""
+        self._last_beta = self.current_beta()
+        self.steps += 1
+        return self.sign * self._last_beta * (_world() if self.gather_marginals else 1)
 
-    def _clip_scale(self, task_loss: Tensor, model_term: Tensor) -> Tensor:
+    def _model_term(self, x: Tensor, z: Tensor, factor: float) -> Tensor:
+        """factor·I with the critic's weights as detached copies: no critic gradient, and the
+        critic may step in place before this term's backward runs."""
+        frozen = {n: p.detach().clone() for n, p in self.estimator.named_parameters()}
+        x, z = self._gather(x, z)
+        x, z = x.to(self.critic_dtype), z.to(self.critic_dtype)
+        if isinstance(self.estimator, CLUB):
+            value = functional_call(self.estimator, frozen, (x, z), {"generator": self.generator})
+            nan = torch.full((), float("nan"), device=x.device)
+            self._last = MIOutput(objective=value, mi=value, joint_mean=nan, log_partition=nan)
+            return factor * value
+        out = functional_call(self.estimator, frozen, (x, z), {"generator": self.generator})
+        self._last = out
+        return factor * out.objective
+
+    def _clip_scale(self, task_loss: Tensor, critic_term: Tensor) -> float:
+        """min(||g_u||, ||g_m||) / ||g_m|| for the task gradient g_u and MI gradient g_m on the
+        model's parameters (the MINE paper's adaptive clipping)."""
         params = [p for p in self.model[0].parameters() if p.requires_grad]
         g_u = torch.autograd.grad(task_loss, params, retain_graph=True, allow_unused=True)
-        g_m = torch.autograd.grad(model_term, params, retain_graph=True, allow_unused=True)
-        norm_u = torch.sqrt(sum((g.float() ** 2).sum() for g in g_u if g is not None) + 0.0)
-        norm_m = torch.sqrt(sum((g.float() ** 2).sum() for g in g_m if g is not None) + 0.0)
-        if float(norm_m) == 0.0:
-            return torch.ones((), device=model_term.device)
-        return (torch.minimum(norm_u, norm_m) / norm_m).detach()
+        g_m = torch.autograd.grad(critic_term, params, retain_graph=True, allow_unused=True)
+        norm_u = math.sqrt(sum(float((g.double() ** 2).sum()) for g in g_u if g is not None))
+        norm_m = math.sqrt(sum(float((g.double() ** 2).sum()) for g in g_m if g is not None))
+        return 1.0 if norm_m == 0.0 else min(norm_u, norm_m) / norm_m
 
     def loss(self, x: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """The model term alone, sign·beta·I with the critic held fixed (no critic update).
         Pair with :meth:`critic_step` for full control."""
         xs, zs = self._prepare(x, z)
-        beta = self.current_beta()
-        self.steps += 1
-        factor = self.sign * beta * (_world() if self.gather_marginals else 1)
-        return self._model_term(xs, zs, factor)
+        return self._model_term(xs, zs, self._factor())
 
     def critic_step(self, x: Tensor | None = None, z: Tensor | None = None) -> float:
         """One ascent step of the critic on detached (x, z): the last captured batch when none is
@@ -412,7 +422,7 @@ class MIRegularizer(nn.Module):
             "objective": float(out.objective.detach()),
             "joint_mean": float(out.joint_mean),
             "log_partition": float(out.log_partition),
-            "beta": self.current_beta(),
+            "beta": self._last_beta,
             "critic_steps": float(self.critic_steps),
         }
 
@@ -420,7 +430,10 @@ class MIRegularizer(nn.Module):
     def get_extra_state(self) -> dict[str, Any]:
         return {
             "dims": self.dims,
-            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "optimizer": self._pending_optimizer_state
+            if self._pending_optimizer_state is not None
+            else (None if self.optimizer is None else self.optimizer.state_dict()),
+            "dtype": str(self.critic_dtype).removeprefix("torch."),
             "steps": self.steps,
             "critic_steps": self.critic_steps,
             "generator": self.generator.get_state(),
@@ -429,7 +442,8 @@ class MIRegularizer(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if state["dims"] is not None and self.estimator is None:
             dx, dz = state["dims"]
-            self._build(torch.zeros(2, dx), torch.zeros(2, dz))
+            dtype = getattr(torch, state.get("dtype", "float32"))
+            self._build(torch.zeros(2, dx, dtype=dtype), torch.zeros(2, dz, dtype=dtype))
         # loaded on the first call, once the critic sits on the data's device
         self._pending_optimizer_state = state["optimizer"]
         self.steps, self.critic_steps = state["steps"], state["critic_steps"]

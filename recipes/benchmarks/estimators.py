@@ -20,6 +20,7 @@ Usage, from the repository root:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -347,14 +348,22 @@ def suite(args: argparse.Namespace, out: Path, ksg_timer: KSGTimer) -> list[dict
         f"|estimate| <= {TARGET_INDEPENDENT} for I = 0)\n"
     )
     summary = []
-    for e in estimators:
-        rs = [r for r in records if r["estimator"] == e]
+    groups = {
+        "Gaussian + transforms": lambda r: r["family"] in TRANSFORMS,
+        "Student-t": lambda r: r["family"] not in TRANSFORMS,
+        "all": lambda r: True,
+    }
+    for e, (group, member) in itertools.product(estimators, groups.items()):
+        rs = [r for r in records if r["estimator"] == e and member(r)]
+        if not rs:
+            continue
         ran = [r for r in rs if not math.isnan(r["estimate"])]
         indep = [abs(r["estimate"]) for r in ran if r["truth"] == 0.0]
         secs = [r["seconds"] for r in ran]
         summary.append(
             {
                 "estimator": e,
+                "group": group,
                 "cases": len(rs),
                 "ran": len(ran),
                 "within": sum(r["within"] for r in ran) / len(ran) if ran else float("nan"),
@@ -367,6 +376,7 @@ def suite(args: argparse.Namespace, out: Path, ksg_timer: KSGTimer) -> list[dict
         markdown_table(
             [
                 "estimator",
+                "distributions",
                 "cases (ran)",
                 f"within tol. (target >= {TARGET_WITHIN:.0%})",
                 "mean abs err (nats)",
@@ -376,6 +386,7 @@ def suite(args: argparse.Namespace, out: Path, ksg_timer: KSGTimer) -> list[dict
             [
                 [
                     s["estimator"],
+                    s["group"],
                     f"{s['cases']} ({s['ran']})",
                     f"{s['within']:.0%}",
                     s["mean_abs_error"],

@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import mine_reg.cli as cli
 from mine_reg.cli import main
@@ -34,16 +33,6 @@ QUICK = [
     "--device",
     "cpu",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a small, shared CPU box torch's intra-op thread pool can be an order of magnitude slower
-    # than a single thread for these tiny networks; one thread keeps each test to a few seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

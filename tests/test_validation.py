@@ -15,15 +15,6 @@ from mine_reg.synthetic import correlated_gaussian, rho_for_mi
 FAST = dict(batch_size=32, max_steps=20, eval_every=10, hidden=(16,), embed_dim=8, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One intra-op thread: fast and reproducible on a small shared CPU box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _pair(n: int = 400, dim: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return correlated_gaussian(n, dim, rho_for_mi(0.5, dim), seed=seed)
 

@@ -5,7 +5,9 @@ Call contract shared by every critic, including any user ``nn.Module``:
     critic(x: [B, dx], z: [B, dz]) -> scores [B]        # T(x_i, z_i), row by row
 
 A critic may also define ``score_matrix(x: [B, dx], z: [C, dz]) -> [B, C]`` scoring every
-(x_i, z_j) pair at once; :class:`SeparableCritic` does so with one matmul.
+(x_i, z_j) pair at once (:class:`SeparableCritic` does so with one matmul), and
+``score_shuffled(x, z, index) -> (joint [B], marginal [B])`` scoring (x_i, z_i) and
+(x_i, z_index[i]) together (:class:`ConcatCritic` shares the x part of its first layer).
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ class ConcatCritic(nn.Module):
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
         return rearrange(self.net(torch.cat([x, z], dim=-1)), "b 1 -> b")
+
+    def score_shuffled(self, x: Tensor, z: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores of (x_i, z_i) and (x_i, z_index[i]) in one pass, [B] each. The first layer is
+        split as W_x·x + W_z·z, so the x part is computed once for both kinds of pairs."""
+        first, rest = self.net[0], self.net[1:]
+        hx = nn.functional.linear(x, first.weight[:, : self.x_dim], first.bias)
+        hz = nn.functional.linear(z, first.weight[:, self.x_dim :])
+        scores = rearrange(rest(torch.cat([hx + hz, hx + hz[index]])), "b 1 -> b")
+        b = x.shape[0]
+        return scores[:b], scores[b:]
 
 
 class SeparableCritic(nn.Module):
@@ -247,8 +259,11 @@ def score_pairs(
             "(drop the last incomplete batch, or pass z_marginal with marginals='given')"
         )
     if marginals == "shuffle":
-        z_bar = z[_cyclic_derangement(b, z.device, generator)]
-        scores = critic(torch.cat([x, x]), torch.cat([z, z_bar]))
+        index = _cyclic_derangement(b, z.device, generator)
+        if hasattr(critic, "score_shuffled"):
+            joint, marginal = critic.score_shuffled(x, z, index)
+            return joint, rearrange(marginal, "b -> b 1")
+        scores = critic(torch.cat([x, x]), torch.cat([z, z[index]]))
         return scores[:b], rearrange(scores[b:], "b -> b 1")
     if marginals == "all":
         if hasattr(critic, "score_matrix"):

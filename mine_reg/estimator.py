@@ -130,31 +130,42 @@ class MIEstimator(nn.Module):
             return bounds.smile(joint, marginal, self.tau)
         return bounds.BOUNDS[name](joint, marginal)
 
-    def corrected_dv(self, joint: Tensor, marginal: Tensor) -> Tensor:
+    def corrected_dv(self, joint: Tensor, marginal: Tensor, update_ema: bool = True) -> Tensor:
         """DV value whose gradient is E_P[dT] - E_Q[dT · exp T] / EMA(E_Q[exp T]).
 
         Updates the EMA with this batch first (only when gradients are on), so the exponent
-        T - log EMA stays below log(numel / rate) and cannot overflow.
+        T - log EMA stays below log(numel / rate) and cannot overflow. With ``update_ema=False``
+        the stored EMA is used as it is (it is still initialised on the very first batch).
         """
         value = bounds.dv(joint, marginal)
         if not torch.is_grad_enabled():
             return value
         joint, marginal = bounds.upcast(joint), bounds.upcast(marginal)
-        log_ema = self.ema.update(bounds.log_mean_exp(marginal)).to(marginal.dtype)
+        if update_ema or int(self.ema.steps) == 0:
+            log_ema = self.ema.update(bounds.log_mean_exp(marginal))
+        else:
+            log_ema = self.ema.log_ema.clone()
+        log_ema = log_ema.to(marginal.dtype)
         surrogate = joint.mean() - torch.exp(marginal - log_ema).mean()
         return value.detach() + surrogate - surrogate.detach()
 
     def forward(
-        self, x: Tensor, z: Tensor, z_marginal: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        z: Tensor,
+        z_marginal: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        update_ema: bool = True,
     ) -> MIOutput:
         joint, marginal = self.scores(x, z, z_marginal, generator)
-        return self.evaluate(joint, marginal)
+        return self.evaluate(joint, marginal, update_ema)
 
-    def evaluate(self, joint: Tensor, marginal: Tensor) -> MIOutput:
-        """Objective and read-out from already computed scores."""
+    def evaluate(self, joint: Tensor, marginal: Tensor, update_ema: bool = True) -> MIOutput:
+        """Objective and read-out from already computed scores (``update_ema``: fold this batch
+        into MINE's moving average)."""
         train_name, readout_name = ESTIMATORS[self.estimator]
         if self.estimator == "mine":
-            objective = self.corrected_dv(joint, marginal)
+            objective = self.corrected_dv(joint, marginal, update_ema)
         elif self.estimator == "smile":
             # the clipped DV value with the JS objective's gradient (Song and Ermon 2020): ascending
             # the clipped bound itself is unbounded once scores pass tau

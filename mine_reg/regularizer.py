@@ -303,6 +303,8 @@ class MIRegularizer(nn.Module):
         return self.beta * min(1.0, self.steps / self.warmup_steps)
 
     def _prepare(self, x: Tensor | None, z: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self._grads_seen:  # a backward reached only some critic parameters: step with those
+            self._apply_critic_step()
         xs, zs = self._inputs(x, z)
         if self.estimator is None:
             self._build(xs, zs)
@@ -375,7 +377,9 @@ class MIRegularizer(nn.Module):
             nan = torch.full((), float("nan"), device=x.device)
             self._last = MIOutput(objective=value, mi=value, joint_mean=nan, log_partition=nan)
             return factor * value
-        out = functional_call(self.estimator, frozen, (x, z), {"generator": self.generator})
+        # the critic step that goes with this term folds the batch into MINE's average
+        kwargs = {"generator": self.generator, "update_ema": False}
+        out = functional_call(self.estimator, frozen, (x, z), kwargs)
         self._last = out
         return factor * out.objective
 

@@ -434,3 +434,13 @@ def test_batch_size_mismatch_is_named():
     critic = SeparableCritic(2, 2, hidden=(4,), embed_dim=2)
     with pytest.raises(ValueError, match="same batch size, got 4 and 3"):
         score_pairs(critic, torch.randn(4, 2), torch.randn(3, 2), "all")
+
+
+def test_concat_shuffled_fast_path_matches_plain_forward():
+    critic = ConcatCritic(3, 2, hidden=(8, 8))
+    nn.init.normal_(critic.net[-1].weight)  # leave the zero start so scores differ
+    x, z = torch.randn(6, 3), torch.randn(6, 2)
+    index = torch.tensor([1, 2, 3, 4, 5, 0])
+    joint, marginal = critic.score_shuffled(x, z, index)
+    torch.testing.assert_close(joint, critic(x, z))
+    torch.testing.assert_close(marginal, critic(x, z[index]))

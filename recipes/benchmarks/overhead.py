@@ -1,0 +1,199 @@
+"""Time overhead of MIRegularizer on one training step of an MLP classifier.
+
+The model is the information-bottleneck-sized MLP 784-1024-1024-256-10 (ReLU) trained with
+cross-entropy and Adam on random data at batch 100. One step = forward, loss, zero_grad,
+backward, optimizer step; with the regularizer the loss gains ``reg()`` (I(input; 256-d layer)
+by MINE) and the critic's own Adam step runs inside the backward pass.
+
+Variants, each on its own copy of the model (same initialisation):
+
+- ``baseline``: no regularizer;
+- ``concat``: ``MIRegularizer(model, x="input", z="fc3", estimator="mine", critic="concat")``
+  with ``--critic-hidden`` (default: the regularizer's default widths), the configuration whose
+  ratio is the headline number (target <= 1.25x);
+- ``separable``: the same with ``critic="separable"`` (all B² - B pairs as marginals);
+- ``concat (128,)``: a concat critic with one hidden layer of 128.
+
+Timing: a warm-up of every variant first, then blocks of ``--block`` steps cycle through the
+variants (so drifting machine load hits all of them alike); each step is timed on its own and
+the table reports the median (and the 25-75% range) over ``--steps`` steps per variant.
+
+Usage, from the repository root:
+
+    python recipes/benchmarks/overhead.py                       # CPU, defaults
+    python recipes/benchmarks/overhead.py --device cuda --steps 500
+    python recipes/benchmarks/overhead.py --threads 1 --steps 60 --warmup 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import platform
+import statistics
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mine_reg import MIRegularizer
+
+BATCH = 100
+DEFAULT_HIDDEN: tuple[int, ...] = tuple(inspect.signature(MIRegularizer).parameters["hidden"].default)
+TARGET_RATIO = 1.25
+
+
+def make_model() -> nn.Sequential:
+    """784-1024-1024-256-10 with ReLU; ``fc3`` is the 256-d layer."""
+    return nn.Sequential(
+        OrderedDict(
+            fc1=nn.Linear(784, 1024),
+            act1=nn.ReLU(),
+            fc2=nn.Linear(1024, 1024),
+            act2=nn.ReLU(),
+            fc3=nn.Linear(1024, 256),
+            act3=nn.ReLU(),
+            head=nn.Linear(256, 10),
+        )
+    )
+
+
+@dataclass
+class Variant:
+    name: str
+    critic: str | None  # None: no regularizer
+    hidden: tuple[int, ...] = ()
+    times: list[float] = field(default_factory=list)
+    step: Callable[[int], None] | None = None
+    reg: MIRegularizer | None = None
+
+
+def build_step(variant: Variant, device: torch.device, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    torch.manual_seed(0)
+    model = make_model().to(device)
+    if variant.critic is not None:
+        variant.reg = MIRegularizer(
+            model,
+            x="input",
+            z="fc3",
+            beta=1e-3,
+            estimator="mine",
+            critic=variant.critic,
+            hidden=variant.hidden,
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    reg = variant.reg
+
+    def step(i: int) -> None:
+        x, y = batches[i % len(batches)]
+        loss = F.cross_entropy(model(x), y)
+        if reg is not None:
+            loss = loss + reg()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    variant.step = step
+
+
+def timed(step: Callable[[int], None], i: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> list[Variant]:
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        (
+            torch.randn(BATCH, 784, generator=gen).to(device),
+            torch.randint(0, 10, (BATCH,), generator=gen).to(device),
+        )
+        for _ in range(8)
+    ]
+    hidden = tuple(args.critic_hidden) if args.critic_hidden else DEFAULT_HIDDEN
+    variants = [
+        Variant("baseline", None),
+        Variant(f"concat {hidden}", "concat", hidden),
+        Variant(f"separable {DEFAULT_HIDDEN}", "separable", DEFAULT_HIDDEN),
+        Variant("concat (128,)", "concat", (128,)),
+    ]
+    for v in variants:
+        build_step(v, device, batches)
+    for v in variants:  # warm-up (builds the critics lazily, fills allocator caches)
+        for i in range(args.warmup):
+            v.step(i)
+    done = 0
+    while done < args.steps:
+        n = min(args.block, args.steps - done)
+        for v in variants:
+            for i in range(done, done + n):
+                v.times.append(timed(v.step, i, device))
+        done += n
+    return variants
+
+
+def quartiles(times: list[float]) -> tuple[float, float, float]:
+    if len(times) < 2:
+        return times[0], times[0], times[0]
+    q1, q2, q3 = statistics.quantiles(times, n=4)
+    return q1, q2, q3
+
+
+def report(variants: list[Variant], args: argparse.Namespace) -> str:
+    base = statistics.median(variants[0].times)
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        f"MLP 784-1024-1024-256-10, batch {BATCH}, Adam, cross-entropy; device {args.device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {cpu}; "
+        f"median of {args.steps} steps per variant (after {args.warmup} warm-up), blocks of {args.block}",
+        "",
+        "| variant | critic params | ms/step (median) | 25-75% (ms) | ratio | <= 1.25x |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for v in variants:
+        q1, med, q3 = quartiles(v.times)
+        n_params = sum(p.numel() for p in v.reg.critic_parameters()) if v.reg is not None else 0
+        ratio = med / base
+        ok = "" if v.reg is None else ("yes" if ratio <= TARGET_RATIO else "no")
+        spread = f"{q1 * 1e3:.2f}-{q3 * 1e3:.2f}"
+        lines.append(f"| {v.name} | {n_params:,} | {med * 1e3:.2f} | {spread} | {ratio:.3f} | {ok} |")
+    return "\n".join(lines)
+
+
+def parse_hidden(text: str) -> list[int]:
+    return [int(w) for w in text.replace("(", "").replace(")", "").split(",") if w.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per variant (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed steps per variant first (default 20)")
+    parser.add_argument("--block", type=int, default=10, help="steps per variant per round (default 10)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument(
+        "--critic-hidden",
+        type=parse_hidden,
+        default=None,
+        help=f"concat critic hidden widths, e.g. 256,256 (default: the regularizer's {DEFAULT_HIDDEN})",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.block < 1:
+        parser.error("--steps and --block must be >= 1, --warmup >= 0")
+    print(report(run(args), args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""mine_reg.tracking: regularizer metrics through Accelerate's trackers, wandb offline by default.
+
+wandb 0.31 offline runs cannot easily be read back (binary records written by its Go core, no
+summary file), so the logged values are checked with a recording ``GeneralTracker`` beside wandb,
+and the wandb run only by the metric keys appearing in its ``.wandb`` file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.tracking import GeneralTracker
+from torch import nn
+
+from mine_reg import MIRegularizer
+from mine_reg.tracking import init_wandb_tracking, log_metrics
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+METRIC_KEYS = {"mi/mi", "mi/objective", "mi/joint_mean", "mi/log_partition", "mi/beta", "mi/critic_steps"}
+
+
+class RecordingTracker(GeneralTracker):
+    """Keeps every ``log`` call as ``(values, step)`` and the stored configuration."""
+
+    name = "recorder"
+    requires_logging_directory = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[dict, int | None]] = []
+        self.config: dict | None = None
+
+    @property
+    def tracker(self) -> RecordingTracker:
+        return self
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.config = dict(values)
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self.calls.append((dict(values), step))
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state() -> Iterator[None]:
+    """Accelerate keeps its state in process-wide singletons: start and leave each test clean."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _train(accelerator: Accelerator, steps: int, gaussian_pair) -> MIRegularizer:
+    """A tiny regression model with an MI penalty on its 8-d hidden layer, logging every step."""
+    x_all, y_all, _ = gaussian_pair(steps * 16, 4, 1.0, seed=0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
+    reg = MIRegularizer(model, x="input", z="1", beta=0.1, lr=1e-3, hidden=(16,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for step in range(steps):
+        x, y = x_all[step * 16 : (step + 1) * 16], y_all[step * 16 : (step + 1) * 16]
+        loss = F.mse_loss(model(x), y) + reg()
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        optimizer.step()
+        logged = log_metrics(accelerator, reg, step=step)
+        assert logged == {f"mi/{k}": v for k, v in reg.metrics().items()}
+    return reg
+
+
+def test_log_metrics_sends_prefixed_floats(gaussian_pair):
+    recorder = RecordingTracker()
+    accelerator = Accelerator(cpu=True, log_with=[recorder])
+    accelerator.init_trackers("test", config={"beta": 0.1})
+    assert recorder.config == {"beta": 0.1}
+
+    reg = _train(accelerator, 3, gaussian_pair)
+
+    assert [step for _, step in recorder.calls] == [0, 1, 2]
+    for values, _ in recorder.calls:
+        assert set(values) == METRIC_KEYS
+        assert all(isinstance(v, float) and math.isfinite(v) for v in values.values())
+    assert [values["mi/critic_steps"] for values, _ in recorder.calls] == [1.0, 2.0, 3.0]
+    assert recorder.calls[-1][0]["mi/mi"] == reg.metrics()["mi"]
+
+
+def test_log_metrics_before_first_call_logs_nothing():
+    recorder = RecordingTracker()
+    accelerator = Accelerator(cpu=True, log_with=[recorder])
+    accelerator.init_trackers("test")
+    reg = MIRegularizer(nn.Linear(2, 2), x="input", z="input")
+    assert log_metrics(accelerator, reg, step=0, prefix="train/") == {}
+    assert recorder.calls == []
+
+
+@pytest.mark.parametrize(
+    ("env", "expected_mode"),
+    [
+        ({}, "offline"),  # no account: never block on a login prompt
+        ({"WANDB_API_KEY": "x" * 40}, None),  # an account: leave wandb's default (online)
+        ({"WANDB_MODE": "disabled"}, "disabled"),  # an explicit choice always wins
+        ({"WANDB_MODE": "online"}, "online"),
+    ],
+)
+def test_init_wandb_tracking_mode(monkeypatch, env, expected_mode):
+    """The environment logic alone: the accelerator here has no wandb tracker (nothing starts)."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    recorder = RecordingTracker()
+    accelerator = Accelerator(cpu=True, log_with=[recorder])
+    with pytest.warns(UserWarning, match="log_with='wandb'"):
+        init_wandb_tracking(accelerator, "test", config={"beta": 0.1}, run_name="r")
+    assert os.environ.get("WANDB_MODE") == expected_mode
+    assert recorder.config == {"beta": 0.1}
+
+
+def test_wandb_offline_run_holds_the_metric_keys(monkeypatch, tmp_path, gaussian_pair):
+    """A real wandb run, offline because no account is configured, written under tmp_path."""
+    wandb = pytest.importorskip("wandb")
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+    recorder = RecordingTracker()
+    accelerator = Accelerator(cpu=True, log_with=["wandb", recorder])
+    init_wandb_tracking(accelerator, "mine-reg-test", config={"beta": 0.1}, run_name="offline-check")
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert accelerator.get_tracker("wandb", unwrap=True).settings.mode == "offline"
+
+    _train(accelerator, 3, gaussian_pair)
+    accelerator.end_training()
+    # run.finish() waits for the exit record, but then only *informs* wandb-core that the run is
+    # done (fire and forget): the core closes and flushes the .wandb file a moment later, so
+    # reading it at once races (seen under load: the file held just its 7-byte header).
+    # teardown() waits for the core process to shut down, which closes every stream.
+    wandb.teardown()
+
+    assert [step for _, step in recorder.calls] == [0, 1, 2]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list(tmp_path.rglob("*"))
+    files = list(runs[0].glob("*.wandb"))
+    assert len(files) == 1
+    data = files[0].read_bytes()
+    for key in ("mi/mi", "mi/objective", "mi/log_partition"):
+        assert key.encode() in data
+    assert b"offline-check" in data

@@ -12,7 +12,7 @@ Variants, each on its own copy of the model (same initialisation):
   with ``--critic-hidden`` (default: the regularizer's default widths), the configuration whose
   ratio is the headline number (target <= 1.25x);
 - ``separable``: the same with ``critic="separable"`` (all B² - B pairs as marginals);
-- ``concat (128,)``: a concat critic with one hidden layer of 128.
+- ``concat (256, 256)``: a wider concat critic, to show what width costs.
 
 Timing: a warm-up of every variant first, then blocks of ``--block`` steps cycle through the
 variants (so drifting machine load hits all of them alike); each step is timed on its own and
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> list[Variant]:
         Variant("baseline", None),
         Variant(f"concat {hidden}", "concat", hidden),
         Variant(f"separable {DEFAULT_HIDDEN}", "separable", DEFAULT_HIDDEN),
-        Variant("concat (128,)", "concat", (128,)),
+        Variant("concat (256, 256)", "concat", (256, 256)),
     ]
     for v in variants:
         build_step(v, device, batches)

@@ -22,12 +22,12 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check mine_reg recipes tests
+	$(BIN)/ruff format --check mine_reg recipes tests
 
 format: $(STAMP)
-	$(BIN)/ruff format .
-	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format mine_reg recipes tests
+	$(BIN)/ruff check --fix mine_reg recipes tests
 
 ## estimator benchmark (accuracy and speed targets); prints markdown tables
 bench: $(STAMP)

@@ -78,7 +78,7 @@ class MIOutput:
     objective: scalar to *ascend* (critic) or to add to a model loss; carries MINE's corrected
         gradient for ``estimator="mine"``. Nats, except for ``"jsd"`` (a JS objective).
     mi: scalar MI read-out in nats (differentiable; equals ``objective`` except for ``"jsd"``).
-    joint_mean: E_P[T]; log_partition: log E_Q[exp T] (both detached floats' tensors).
+    joint_mean: E_P[T]; log_partition: log E_Q[exp T] (detached scalar tensors, nats).
     """
 
     objective: Tensor

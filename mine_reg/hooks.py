@@ -128,11 +128,6 @@ class Tap:
         self.handle.remove()
         self.value, self.fired = None, False
 
-    def has_hook(self) -> bool:
-        return (
-            self.handle.id in self.module._forward_hooks or self.handle.id in self.module._forward_pre_hooks
-        )
-
 
 def check_finite(t: Tensor, where: str) -> None:
     if not torch.isfinite(t).all():

@@ -416,8 +416,6 @@ class MIRegularizer(nn.Module):
         else:
             xs, zs = self._prepare(x, z)
             xs, zs = xs.detach(), zs.detach()
-        if self.estimator is None:
-            self._build(xs, zs)
         out = self._score(xs, zs)
         self._last = out
         self._grads_seen = 0

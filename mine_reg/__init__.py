@@ -3,7 +3,7 @@
 from . import bounds, synthetic
 from .bounds import dv, infonce, jsd, nwj, smile
 from .club import CLUB, GaussianConditional
-from .critics import ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
+from .critics import BoundedCritic, ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
 from .estimate import MIResult, estimate_mi
 from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
 from .regularizer import MIRegularizer
@@ -22,6 +22,7 @@ __all__ = [
     "SeparableCritic",
     "GaussianCritic",
     "SumCritic",
+    "BoundedCritic",
     "score_pairs",
     "MIEstimator",
     "MIOutput",

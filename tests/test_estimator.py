@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from mine_reg import bounds
-from mine_reg.critics import ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
+from mine_reg.critics import (
+    BoundedCritic,
+    ConcatCritic,
+    GaussianCritic,
+    SeparableCritic,
+    SumCritic,
+    score_pairs,
+)
 from mine_reg.estimator import EMALogPartition, MIEstimator
 
 # One intra-op thread (conftest.single_thread): tiny tensors, shared CPUs.
@@ -444,3 +451,17 @@ def test_concat_shuffled_fast_path_matches_plain_forward():
     joint, marginal = critic.score_shuffled(x, z, index)
     torch.testing.assert_close(joint, critic(x, z))
     torch.testing.assert_close(marginal, critic(x, z[index]))
+
+
+def test_bounded_critic_clips_softly_and_keeps_the_matrix_path():
+    inner = SeparableCritic(3, 2, hidden=(8,), embed_dim=4)
+    nn.init.normal_(inner.g[-1].weight, std=10.0)  # large scores, so the bound matters
+    critic = BoundedCritic(inner, bound=3.0)
+    x, z = torch.randn(16, 3), torch.randn(16, 2)
+    raw, matrix = inner.score_matrix(x, z), critic.score_matrix(x, z)
+    assert raw.abs().max() > 3.0 and matrix.abs().max() < 3.0
+    torch.testing.assert_close(matrix, 3.0 * torch.tanh(raw / 3.0))
+    torch.testing.assert_close(torch.diagonal(matrix), critic(x, z))
+    small = torch.full((4,), 0.01)
+    assert torch.allclose(3.0 * torch.tanh(small / 3.0), small, atol=1e-6)  # ~identity near 0
+    assert not hasattr(BoundedCritic(ConcatCritic(3, 2)), "score_matrix")

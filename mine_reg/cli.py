@@ -281,7 +281,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     out = result.to_dict()
     # Wall time of the whole estimate as the command sees it: loading the arrays plus estimate_mi.
     out["seconds"] = time.perf_counter() - start
-    out["n"] = result.n_train + result.n_heldout
+    out["n"] = result.n_train + result.n_monitor + result.n_heldout
     out["units"] = "nats"
 
     if args.json:

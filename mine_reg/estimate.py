@@ -23,6 +23,7 @@ __all__ = ["estimate_mi", "MIResult", "validate_pair", "PREPROCESS", "CRITICS"]
 
 PREPROCESS = ("quantile", "standardize", "none")
 _MAX_MONITOR = 2048
+_SE_BATCHES = 10  # held-out batches at least (of >= 64 samples), for the standard error
 
 
 @dataclass
@@ -157,14 +158,17 @@ def _heldout(
 ) -> tuple[float, float, int]:
     """Read-out on held-out data: (pooled estimate, standard error over batches, batches), nats."""
     n = x.shape[0]
-    n_batches = max(2, n // batch_size) if n >= 4 else 1
+    readout = ESTIMATORS[est.estimator][1]
+    n_batches = n // batch_size
+    if readout != "infonce":  # InfoNCE's value depends on the batch size; the others may use
+        n_batches = max(n_batches, min(_SE_BATCHES, n // 64))  # more, smaller batches for the SE
+    n_batches = max(2, n_batches) if n >= 4 else 1
     per_batch, joints, marginals = [], [], []
     for idx in torch.tensor_split(torch.arange(n, device=x.device), n_batches):
         joint, marginal = est.scores(x[idx], y[idx], generator=generator)
         per_batch.append(float(est.evaluate(joint, marginal).mi))
         joints.append(joint.float())
         marginals.append(rearrange(marginal.float(), "b k -> (b k)"))
-    readout = ESTIMATORS[est.estimator][1]
     if readout == "infonce":
         point = float(np.mean(per_batch))
     else:

@@ -63,7 +63,7 @@ def test_npz_round_trip_recovers_mi(npz, capsys):
 
     assert KEYS <= out.keys()
     assert out["estimator"] == "mine"
-    assert out["n_train"] + out["n_monitor"] + out["n_heldout"] == N
+    assert out["n_train"] + out["n_monitor"] + out["n_heldout"] == out["n"] == N
     assert 1 <= out["steps"] <= 300
     assert out["seconds"] > 0
     lo, hi = out["interval"]

@@ -293,7 +293,8 @@ def estimate_mi(
             net = _build_critic(critic, x_fit, y_fit, hidden, embed_dim)
         if marginals is None:
             marginals = "all" if hasattr(net, "score_matrix") else "shuffle"
-        est = MIEstimator(net, estimator, marginals=marginals, ema_rate=ema_rate, tau=tau).to(device)
+        # a self-contained fit: never synchronised with other processes, so any rank may call it
+        est = MIEstimator(net, estimator, marginals, ema_rate, tau, sync_ema=False).to(device)
         steps, best_step, curve = _train(
             est,
             x_tr,

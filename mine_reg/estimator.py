@@ -38,23 +38,24 @@ class EMALogPartition(nn.Module):
     """Exponential moving average of E_Q[exp T], kept in log space (MINE, Algorithm 1).
 
     ``update(batch_log_mean_exp)`` folds one batch in: ema <- (1 - rate)·ema + rate·batch (the
-    first batch initialises it). Under torch.distributed the batch values are first averaged
-    over processes, so every rank holds the same EMA. Buffers ``log_ema`` and ``steps`` live in
+    first batch initialises it). Under torch.distributed (and ``sync=True``) the batch values are
+    first averaged over processes, so every rank holds the same EMA; ``sync=False`` keeps it local,
+    for estimation that runs on one rank only. Buffers ``log_ema`` and ``steps`` live in
     ``state_dict``.
     """
 
-    def __init__(self, rate: float = 0.01) -> None:
+    def __init__(self, rate: float = 0.01, sync: bool = True) -> None:
         super().__init__()
         if not 0.0 < rate <= 1.0:
             raise ValueError(f"ema_rate must lie in (0, 1], got {rate}")
-        self.rate = rate
+        self.rate, self.sync = rate, sync
         self.register_buffer("log_ema", torch.zeros((), dtype=torch.float64))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def update(self, batch_log_mean_exp: Tensor) -> Tensor:
         v = batch_log_mean_exp.detach().to(self.log_ema.dtype).reshape(())
-        if _is_distributed():
+        if self.sync and _is_distributed():
             world = dist.get_world_size()
             gathered = [torch.empty_like(v) for _ in range(world)]
             dist.all_gather(gathered, v.contiguous())
@@ -99,6 +100,7 @@ class MIEstimator(nn.Module):
         marginals: how marginal pairs are formed (see :func:`mine_reg.critics.score_pairs`).
         ema_rate: weight of the newest batch in the moving average of E_Q[exp T] (``"mine"``).
         tau: SMILE's clipping threshold.
+        sync_ema: average MINE's moving average across processes under torch.distributed.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class MIEstimator(nn.Module):
         marginals: Marginals = "shuffle",
         ema_rate: float = 0.01,
         tau: float = 5.0,
+        sync_ema: bool = True,
     ) -> None:
         super().__init__()
         if estimator not in ESTIMATORS:
@@ -118,7 +121,7 @@ class MIEstimator(nn.Module):
         self.estimator = estimator
         self.marginals: Marginals = marginals
         self.tau = tau
-        self.ema = EMALogPartition(ema_rate)
+        self.ema = EMALogPartition(ema_rate, sync=sync_ema)
 
     def scores(
         self, x: Tensor, z: Tensor, z_marginal: Tensor | None = None, generator: torch.Generator | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import socket
@@ -53,3 +54,28 @@ def test_ema_is_averaged_across_two_processes():
         assert steps == len(values)
         assert log_ema == pytest.approx(math.log(ema), rel=1e-9)
     assert out[0][1] == out[1][1]
+
+
+def _estimate_on_rank_zero_only(rank: int, world: int, port: int, out) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # a short timeout turns a stray collective (the bug this guards against) into a failure
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=30))
+    try:
+        torch.set_num_threads(1)
+        if rank == 0:  # rank 1 never calls it: a collective inside would hang or fail
+            from mine_reg import estimate_mi
+            from mine_reg.synthetic import correlated_gaussian
+
+            x, z = correlated_gaussian(1200, 2, 0.5, seed=0)
+            out[rank] = (dist.get_world_size(), estimate_mi(x, z, batch_size=128, max_steps=50).mi)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_estimate_mi_runs_on_one_rank_of_two():
+    manager = mp.Manager()
+    out = manager.dict()
+    mp.spawn(_estimate_on_rank_zero_only, args=(2, _free_port(), out), nprocs=2, join=True)
+    world, mi = out[0]
+    assert world == 2 and math.isfinite(mi)

@@ -1,0 +1,306 @@
+"""Information bottleneck: a classifier whose stochastic code Z keeps little about the input X.
+
+    minimize  H(Y | Z) + beta · I(X; Z)
+
+the MINE paper's permutation-invariant setup (Belghazi et al. 2018, after Alemi et al.'s Deep
+VIB): pixels permuted by one fixed seeded permutation, encoder MLP 784-1024-1024-K with a
+stochastic Z, decoder linear K -> 10, beta = 1e-3, Adam 1e-4 (betas 0.5, 0.999), batch 100.
+
+    method baseline  cross-entropy only (beta = 0)
+    method mine      + MIRegularizer(model, x="input", z="z", beta, mode="minimize")
+    method vib       + beta · KL(q(z|x) || N(0, I))   (Deep VIB)
+
+    python recipes/ib.py --config configs/ib_mine.yaml [--epochs 5] [--resume auto]
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
+        --mixed_precision no --dynamo_backend no recipes/ib.py --config configs/ib_mine.yaml
+
+Offline default data: scikit-learn's load_digits (1,797 real 8x8 digits, 1,297 train / 500
+test). ``--dataset mnist --data-root DIR`` reads torchvision's MNIST files from DIR/MNIST/raw/
+(never downloads). Each epoch logs the test error and held-out estimates of I(X;Z) and I(Z;Y)
+(``mine_reg.estimate_mi`` on test-set samples), checkpoints to ``out/checkpoint``; the end
+writes ``out/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from mine_reg import MIRegularizer, estimate_mi
+from mine_reg.config import load_config
+from mine_reg.tracking import init_wandb_tracking, log_metrics
+
+MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+@dataclass
+class Config:
+    method: str = "mine"  # baseline | mine | vib
+    dataset: str = "digits"  # digits (offline) | mnist (files under data_root/MNIST/raw/)
+    data_root: str = "data"
+    z_noise: str = "gaussian"  # gaussian (mean, std heads) | additive (deterministic + noise_std)
+    noise_std: float = 1.0  # for z_noise additive
+    hidden: list[int] | None = None  # encoder widths; None: [1024, 1024] (mnist), [256, 256] (digits)
+    k: int | None = None  # size of Z; None: 256 (mnist), 32 (digits)
+    beta: float = 1e-3
+    estimator: str = "mine"  # MIRegularizer's bound (method mine)
+    critic_lr: float = 1e-4
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-4
+    test_samples: int = 12  # z samples averaged at test time (Alemi et al.)
+    mi_samples: int = 2000  # test samples used for the held-out I(X;Z), I(Z;Y) estimates
+    mi_steps: int = 200  # estimate_mi max_steps per estimate (keep it cheap)
+    seed: int = 0
+    out: str = "outputs/ib"
+    wandb_project: str = "mine-reg-ib"
+    resume: str | None = None  # a checkpoint folder, or "auto" (out/checkpoint if it exists)
+
+
+# ----------------------------------------------------------------------------- data
+def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test): inputs flattened to [N, D] in [0, 1], labels int64."""
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            digits.data / 16.0, digits.target, test_size=500, stratify=digits.target, random_state=cfg.seed
+        )
+        as_x, as_y = (lambda a: torch.tensor(a, dtype=torch.float32)), (lambda a: torch.tensor(a).long())
+        return as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te)
+    if cfg.dataset == "mnist":
+        from torchvision.datasets import MNIST
+
+        raw = Path(cfg.data_root) / "MNIST" / "raw"
+        missing = [f for f in MNIST_FILES if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"MNIST not found: expected the files {', '.join(MNIST_FILES)} (or .gz) in {raw}/ "
+                f"(missing: {', '.join(missing)}). Nothing is downloaded; copy them there, point "
+                "--data-root at the folder holding MNIST/raw/, or use --dataset digits (offline)."
+            )
+        train = MNIST(cfg.data_root, train=True, download=False)
+        test = MNIST(cfg.data_root, train=False, download=False)
+        flat = lambda ds: ds.data.flatten(1).float() / 255.0  # noqa: E731
+        return flat(train), train.targets.long(), flat(test), test.targets.long()
+    raise ValueError(f"dataset must be 'digits' or 'mnist', got {cfg.dataset!r}")
+
+
+# ----------------------------------------------------------------------------- model
+class Sample(nn.Module):
+    """z = mean + std · eps: the layer whose output is Z (the regularizer's ``z="z"``)."""
+
+    def forward(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return mean + std * torch.randn_like(mean)
+
+
+class IBNet(nn.Module):
+    """x -> encoder MLP -> (mean, std) of q(z|x) -> z (sampled) -> linear decoder -> logits."""
+
+    def __init__(self, d_in: int, hidden: list[int], k: int, z_noise: str, noise_std: float) -> None:
+        super().__init__()
+        if z_noise not in ("gaussian", "additive"):
+            raise ValueError(f"z_noise must be 'gaussian' or 'additive', got {z_noise!r}")
+        layers, width = [], d_in
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.encoder = nn.Sequential(*layers)
+        self.z_noise, self.noise_std, self.k = z_noise, noise_std, k
+        self.stats = nn.Linear(width, 2 * k if z_noise == "gaussian" else k)
+        self.z = Sample()
+        self.decoder = nn.Linear(k, 10)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.stats(self.encoder(x))
+        if self.z_noise == "gaussian":
+            mean, pre_std = h.chunk(2, dim=-1)
+            return mean, F.softplus(pre_std - 5.0)  # Alemi et al.'s std head
+        return h, torch.full_like(h, self.noise_std)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, std = self.encode(x)
+        return self.decoder(self.z(mean, std)), mean, std
+
+
+def kl_to_standard_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, std²) || N(0, I)) per sample, in nats, averaged over the batch."""
+    kl = 0.5 * (mean.pow(2) + std.pow(2) - 1.0) - torch.log(std)
+    return kl.sum(-1).mean()
+
+
+class TrainState:
+    """The epoch counter, checkpointed beside the model (``register_for_checkpointing``)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(cfg: Config, accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> dict:
+    """Test error (softmax averaged over ``test_samples`` draws of z) and held-out estimates of
+    I(X; Z) and I(Z; Y) in nats, from one z draw per test sample; the same on every process."""
+    net = accelerator.unwrap_model(model)
+    net.eval()
+    xs, zs, ys, wrong = [], [], [], []
+    with torch.no_grad():
+        for x, y in loader:
+            mean, std = net.encode(x)
+            probs = torch.stack([net.decoder(net.z(mean, std)).softmax(-1) for _ in range(cfg.test_samples)])
+            pred = probs.mean(0).argmax(-1)
+            z = net.z(mean, std)
+            x, z, y, pred = accelerator.gather_for_metrics((x, z, y, pred))
+            xs.append(x), zs.append(z), ys.append(y), wrong.append(pred != y)
+    net.train()
+    x, z, y = torch.cat(xs).cpu(), torch.cat(zs).cpu(), torch.cat(ys).cpu()
+    metrics = {"test/error": float(torch.cat(wrong).float().mean())}
+    # every process runs the same seeded estimates on the same gathered samples (estimate_mi's
+    # MINE moving average is averaged over processes under torch.distributed, a collective call)
+    n = min(cfg.mi_samples, len(y))
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))[:n]
+    y_onehot = F.one_hot(y[idx], 10).float()
+    # standardize (not quantile): pixels and one-hot labels are full of ties
+    kw = {"batch_size": 64, "max_steps": cfg.mi_steps, "preprocess": "standardize", "seed": cfg.seed}
+    metrics["test/I_XZ"] = estimate_mi(x[idx], z[idx], **kw).mi
+    metrics["test/I_ZY"] = estimate_mi(z[idx], y_onehot, **kw).mi
+    return metrics
+
+
+# ----------------------------------------------------------------------------- training
+def main(cfg: Config) -> dict:
+    if cfg.method not in ("baseline", "mine", "vib"):
+        raise ValueError(f"method must be 'baseline', 'mine' or 'vib', got {cfg.method!r}")
+    accelerator = Accelerator(
+        log_with="wandb", dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True)
+    )
+    accelerator.print(f"processes: {accelerator.num_processes}")
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    mnist = cfg.dataset == "mnist"
+    hidden = cfg.hidden or ([1024, 1024] if mnist else [256, 256])
+    k = cfg.k or (256 if mnist else 32)
+    beta = 0.0 if cfg.method == "baseline" else cfg.beta
+
+    x_train, y_train, x_test, y_test = load_data(cfg)
+    perm = torch.randperm(x_train.shape[1], generator=torch.Generator().manual_seed(cfg.seed))
+    x_train, x_test = x_train[:, perm], x_test[:, perm]  # permutation-invariant inputs
+    train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True)
+    test_loader = DataLoader(TensorDataset(x_test, y_test), batch_size=500)
+
+    model = IBNet(x_train.shape[1], hidden, k, cfg.z_noise, cfg.noise_std)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    model, optimizer, train_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, test_loader
+    )
+    # after prepare, on the prepared (possibly DDP) model; never passed to prepare: the
+    # regularizer synchronises its own critic across processes
+    reg = None
+    if cfg.method == "mine":
+        reg = MIRegularizer(
+            model, x="input", z="z", beta=beta, mode="minimize", estimator=cfg.estimator,
+            lr=cfg.critic_lr, seed=cfg.seed,
+        )  # fmt: skip
+        accelerator.register_for_checkpointing(reg)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+
+    ckpt = out / "checkpoint"
+    if cfg.resume == "auto":
+        resume = ckpt if ckpt.is_dir() else None  # auto: start fresh when there is none yet
+    else:
+        resume = Path(cfg.resume) if cfg.resume else None
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        accelerator.print(f"resumed from {resume} at epoch {state.epoch}")
+    start_epoch = state.epoch
+    accelerator.print(f"start_epoch: {start_epoch}")
+
+    run_config = {**asdict(cfg), "hidden": hidden, "k": k, "beta": beta}
+    init_wandb_tracking(accelerator, cfg.wandb_project, config=run_config, dir=str(out))
+
+    metrics: dict = {}
+    step = start_epoch * len(train_loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.set_epoch(epoch)
+        bar = tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_main_process
+        )
+        for x, y in bar:
+            logits, mean, std = model(x)
+            task_loss = F.cross_entropy(logits, y)
+            loss = task_loss
+            if cfg.method == "mine":
+                loss = loss + reg()
+            elif cfg.method == "vib":
+                loss = loss + beta * kl_to_standard_normal(mean, std)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            step += 1
+            accelerator.log({"train/loss": loss.item(), "train/ce": task_loss.item()}, step=step)
+            if reg is not None:
+                log_metrics(accelerator, reg, step=step)
+                bar.set_postfix(ce=f"{task_loss.item():.3f}", mi=f"{reg.metrics()['mi']:.3f}")
+            else:
+                bar.set_postfix(ce=f"{task_loss.item():.3f}")
+
+        metrics = evaluate(cfg, accelerator, model, test_loader)
+        accelerator.log({**metrics, "epoch": epoch + 1}, step=step)
+        if accelerator.is_main_process:
+            tqdm.write(
+                f"epoch {epoch + 1}: test error {metrics['test/error']:.4f}  "
+                f"I(X;Z) {metrics['test/I_XZ']:.3f}  I(Z;Y) {metrics['test/I_ZY']:.3f} nats"
+            )
+        state.epoch = epoch + 1
+        accelerator.save_state(str(ckpt))
+
+    if not metrics:  # nothing left to train (resumed at the last epoch): evaluate once
+        metrics = evaluate(cfg, accelerator, model, test_loader)
+    results = {
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "beta": beta,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "start_epoch": start_epoch,
+        "processes": accelerator.num_processes,
+        "test_error": metrics["test/error"],
+        "I_XZ": metrics.get("test/I_XZ", math.nan),
+        "I_ZY": metrics.get("test/I_ZY", math.nan),
+    }
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(
+            f"{cfg.method} (beta={beta:g}, seed={cfg.seed}): test error {results['test_error']:.4f}, "
+            f"I(X;Z) {results['I_XZ']:.3f} nats, I(Z;Y) {results['I_ZY']:.3f} nats -> {out / 'results.json'}"
+        )
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main(load_config(Config, description=__doc__))

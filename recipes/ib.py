@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -303,4 +304,7 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(load_config(Config, description=__doc__))
+    try:
+        main(load_config(Config, description=__doc__))
+    except (FileNotFoundError, ValueError) as err:  # bad data path or setting: a message, no traceback
+        sys.exit(f"ib.py: error: {err}")

@@ -85,7 +85,7 @@ def test_missing_mnist_names_the_files(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode != 0
     message = proc.stderr
-    assert "FileNotFoundError" in message
+    assert "ib.py: error: MNIST not found" in message and "Traceback" not in message
     assert str(root / "MNIST" / "raw") in message
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
         assert name in message

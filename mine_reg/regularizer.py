@@ -330,17 +330,23 @@ class MIRegularizer(nn.Module):
             self.optimizer.load_state_dict(self._pending_optimizer_state)
             self._pending_optimizer_state = None
 
-    def _score(self, x: Tensor, z: Tensor) -> MIOutput:
+    def _critic_inputs(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(x, z) as the critic takes them: gathered across processes if asked, in its dtype."""
         x, z = self._gather(x, z)
-        x, z = x.to(self.critic_dtype), z.to(self.critic_dtype)
+        return x.to(self.critic_dtype), z.to(self.critic_dtype)
+
+    @staticmethod
+    def _club_output(objective: Tensor, value: Tensor) -> MIOutput:
+        nan = torch.full((), float("nan"), device=value.device)
+        return MIOutput(objective=objective, mi=value, joint_mean=nan, log_partition=nan)
+
+    def _score(self, x: Tensor, z: Tensor) -> MIOutput:
+        x, z = self._critic_inputs(x, z)
         if isinstance(self.estimator, CLUB):
             # objective (ascended by q): minus q's negative log-likelihood, with x and z detached
             # inside; mi: the CLUB upper bound, differentiable in x and z
-            nan = torch.full((), float("nan"), device=x.device)
             value = self.estimator(x, z, generator=self.generator)
-            return MIOutput(
-                objective=-self.estimator.learning_loss(x, z), mi=value, joint_mean=nan, log_partition=nan
-            )
+            return self._club_output(-self.estimator.learning_loss(x, z), value)
         return self.estimator(x, z, generator=self.generator)
 
     def forward(
@@ -353,9 +359,10 @@ class MIRegularizer(nn.Module):
         if self.adaptive_clip and task_loss is None:
             raise ValueError("adaptive_clip=True needs the task loss: reg(task_loss=loss)")
         if isinstance(self.estimator, CLUB):
+            # the model minimizes CLUB through a frozen q; q descends its likelihood loss
             model_term = self._model_term(xs, zs, factor)
-            out = self._score(xs.detach(), zs.detach())
-            return model_term + (-out.objective - (-out.objective).detach())
+            nll = self.estimator.learning_loss(*self._critic_inputs(xs, zs))
+            return model_term + (nll - nll.detach())
         # One scoring pass serves both sides: the critic's parameters get -dI (ascent), and the
         # gradient reaching x and z is rescaled to factor·dI for the model.
         scale = [-factor]
@@ -379,12 +386,10 @@ class MIRegularizer(nn.Module):
         """factor·I with the critic's weights as detached copies: no critic gradient, and the
         critic may step in place before this term's backward runs."""
         frozen = {n: p.detach().clone() for n, p in self.estimator.named_parameters()}
-        x, z = self._gather(x, z)
-        x, z = x.to(self.critic_dtype), z.to(self.critic_dtype)
+        x, z = self._critic_inputs(x, z)
         if isinstance(self.estimator, CLUB):
             value = functional_call(self.estimator, frozen, (x, z), {"generator": self.generator})
-            nan = torch.full((), float("nan"), device=x.device)
-            self._last = MIOutput(objective=value, mi=value, joint_mean=nan, log_partition=nan)
+            self._last = self._club_output(value, value)
             return factor * value
         # the critic step that goes with this term folds the batch into MINE's average
         kwargs = {"generator": self.generator, "update_ema": False}

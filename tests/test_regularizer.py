@@ -707,3 +707,33 @@ def test_adaptive_clip_needs_the_task_loss():
     model(_batches(1)[0])
     with pytest.raises(ValueError, match=r"adaptive_clip=True needs the task loss: reg\(task_loss=loss\)"):
         reg()
+
+
+def test_club_minimizes_the_upper_bound_and_fits_q():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    reg = MIRegularizer(model, x="input", z="2", beta=0.5, estimator="club", lr=1e-2)
+    x = torch.randn(32, 4)
+    model(x)
+    reg().backward()  # first call builds q and takes one q step
+    model.zero_grad()
+
+    q_before = copy.deepcopy(reg.estimator)
+    z = model(x)
+    expected = torch.autograd.grad(0.5 * q_before(x, z), list(model.parameters()))
+    nll_before = float(q_before.learning_loss(x, z).detach())
+    model.zero_grad()
+    model(x)
+    term = reg()
+    assert float(term.detach()) == pytest.approx(0.5 * float(q_before(x, z).detach()), rel=1e-5)
+    term.backward()
+    for p, g in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
+    assert reg.critic_steps == 2
+    assert float(reg.estimator.learning_loss(x, z).detach()) < nll_before  # q moved toward the data
+
+
+def test_club_refuses_to_maximize():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="upper bound, for mode='minimize' only"):
+        MIRegularizer(model, x="input", z="0", estimator="club", mode="maximize")

@@ -1,10 +1,13 @@
 """recipes/ib.py end to end on the offline digits data: each method, the missing-MNIST error,
 resuming from a checkpoint, and a two-process CPU run through ``accelerate launch``.
 
-Runs are tiny (1-2 epochs of 13 steps, encoder 64 wide, K = 8, cheap MI read-outs). At the
-recipe's lr 1e-4 one such epoch leaves the classifier at chance (error 0.898: one class
-predicted), so the smoke runs use lr 1e-2, which reached errors near 0.4 after one epoch in our
-runs; the check is error < 0.75, well below chance (0.9 on 10 balanced classes) but with margin.
+Runs are tiny (1-2 epochs of 13 steps, encoder 64 wide, K = 8, cheap MI read-outs). At lr 1e-4
+one such epoch leaves the classifier at chance (error 0.898: one class predicted), so the smoke
+runs use lr 1e-2, which reached errors near 0.4 after one epoch in our runs; the check is
+error < 0.75, well below chance (0.9 on 10 balanced classes) but with margin.
+
+The encoder's I(X; Z) bounds are also checked on codes whose MI is known: N inputs whose codes
+are far apart (I = log N) and codes that ignore the input (I = 0).
 """
 
 from __future__ import annotations
@@ -17,12 +20,41 @@ import sys
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "ib.py"
-SMALL = ["--epochs", "1", "--hidden", "64", "--k", "8", "--lr", "1e-2", "--mi-steps", "50"]
+SMALL = ["--epochs", "1", "--hidden", "64", "--k", "8", "--lr", "1e-2", "--mi-steps", "50", "--mi-every", "1"]
+LOG_500 = math.log(500)  # the digits test set: 500 inputs
+
+
+def _encoder_mi_bounds():
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from ib import encoder_mi_bounds
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    return encoder_mi_bounds
+
+
+def test_encoder_bounds_on_codes_with_known_mi() -> None:
+    bounds = _encoder_mi_bounds()
+    gen = torch.Generator().manual_seed(0)
+    n, k = 64, 4
+    # codes 100 std apart: z identifies x, I(X; Z) = log n up to exp(-thousands)
+    mean = 100.0 * torch.randn(n, k, generator=gen)
+    std = torch.ones(n, k)
+    z = mean + std * torch.randn(n, k, generator=gen)
+    lower, upper = bounds(mean, std, z)
+    assert lower == pytest.approx(math.log(n), abs=1e-6)
+    assert upper > 100  # leave-one-out: no other input explains z
+    # codes that ignore the input: I(X; Z) = 0, and both bounds are exactly 0
+    mean0 = torch.zeros(n, k)
+    lower0, upper0 = bounds(mean0, std, mean0 + torch.randn(n, k, generator=gen))
+    assert lower0 == pytest.approx(0.0, abs=1e-9) and upper0 == pytest.approx(0.0, abs=1e-9)
+    # in between: a noisy code; the lower bound never exceeds the upper one or log n
+    lo, up = bounds(mean / 100, std, mean / 100 + torch.randn(n, k, generator=gen))
+    assert 0 < lo <= up and lo <= math.log(n)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -52,6 +84,7 @@ def _results(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["baseline", "mine", "vib"])
 def test_each_method_one_epoch(tmp_path: Path, method: str) -> None:
     out = tmp_path / "out"
@@ -61,21 +94,39 @@ def test_each_method_one_epoch(tmp_path: Path, method: str) -> None:
     res = _results(out)
     assert res["method"] == method and res["seed"] == 0 and res["start_epoch"] == 0
     assert res["beta"] == (0.0 if method == "baseline" else 1e-3)
-    for key in ("test_error", "I_XZ", "I_ZY"):
+    for key in ("test_error", "I_XZ", "I_ZY", "I_XZ_lower", "I_XZ_upper"):
         assert math.isfinite(res[key]), (key, res)
     assert res["test_error"] < 0.75, res  # chance: 0.9
+    assert 0 <= res["I_XZ_lower"] <= min(res["I_XZ_upper"], LOG_500 + 1e-9), res
+    assert res["I_ZY"] <= math.log(10) + 0.5, res  # I(Z;Y) <= H(Y) = log 10, plus read-out noise
+    assert [h["epoch"] for h in res["history"]] == [1]
     assert (out / "checkpoint").is_dir()
+    # the offline wandb run (under out/wandb) holds the test metrics, and for MINE-IB the
+    # regularizer's training-time MI curve
+    (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    data = run_file.read_bytes()
+    for key in (
+        "test/error",
+        "test/I_XZ",
+        "test/I_XZ_lower",
+        "test/I_ZY",
+        *(["mi/mi"] if method == "mine" else []),
+    ):
+        assert key.encode() in data, key
 
 
-def test_additive_noise(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_gaussian_encoder_and_mine_bound(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _run(
-        tmp_path, "--config", "configs/ib_mine.yaml", *SMALL, "--z-noise", "additive", "--out", str(out)
-    )
+        tmp_path, "--config", "configs/ib_mine.yaml", *SMALL, "--z-noise", "gaussian", "--estimator", "mine",
+        "--out", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert math.isfinite(_results(out)["test_error"])
 
 
+@pytest.mark.slow
 def test_missing_mnist_names_the_files(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     root.mkdir()
@@ -91,6 +142,7 @@ def test_missing_mnist_names_the_files(tmp_path: Path) -> None:
         assert name in message
 
 
+@pytest.mark.slow
 def test_resume_auto_continues_from_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = _run(tmp_path, "--config", "configs/ib_mine.yaml", *SMALL, "--out", str(out))
@@ -106,9 +158,11 @@ def test_resume_auto_continues_from_checkpoint(tmp_path: Path) -> None:
     assert "epoch 2/2" in second.stderr and "epoch 1/2" not in second.stderr  # only epoch 2 ran
     res = _results(out)
     assert res["start_epoch"] == 1 and res["epochs"] == 2
+    assert [h["epoch"] for h in res["history"]] == [1, 2]  # the history survives the resume
     assert math.isfinite(res["test_error"]) and math.isfinite(res["I_XZ"])
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes(tmp_path: Path) -> None:
     env = _env(tmp_path)

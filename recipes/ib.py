@@ -4,11 +4,15 @@
 
 the MINE paper's permutation-invariant setup (Belghazi et al. 2018, after Alemi et al.'s Deep
 VIB): pixels permuted by one fixed seeded permutation, encoder MLP 784-1024-1024-K with a
-stochastic Z, decoder linear K -> 10, beta = 1e-3, Adam 1e-4 (betas 0.5, 0.999), batch 100.
+stochastic Z, decoder linear K -> 10, beta = 1e-3, Adam (betas 0.5, 0.999), batch 100.
 
     method baseline  cross-entropy only (beta = 0)
-    method mine      + MIRegularizer(model, x="input", z="z", beta, mode="minimize")
+    method mine      + MIRegularizer(model, x="input", z="z", beta, mode="minimize",
+                                     estimator=...)   ("club": an upper bound; "mine": the DV bound)
     method vib       + beta · KL(q(z|x) || N(0, I))   (Deep VIB)
+
+    z_noise gaussian  z = mean(x) + std(x) · eps   (Alemi et al.'s encoder)
+    z_noise additive  z = f(x) + noise_std · eps   (the paper's "additive noise" variant)
 
     python recipes/ib.py --config configs/ib_mine.yaml [--epochs 5] [--resume auto]
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
@@ -16,9 +20,10 @@ stochastic Z, decoder linear K -> 10, beta = 1e-3, Adam 1e-4 (betas 0.5, 0.999),
 
 Offline default data: scikit-learn's load_digits (1,797 real 8x8 digits, 1,297 train / 500
 test). ``--dataset mnist --data-root DIR`` reads torchvision's MNIST files from DIR/MNIST/raw/
-(never downloads). Each epoch logs the test error and held-out estimates of I(X;Z) and I(Z;Y)
-(``mine_reg.estimate_mi`` on test-set samples), checkpoints to ``out/checkpoint``; the end
-writes ``out/results.json``.
+(never downloads). Each epoch logs the test error and the encoder's exact bounds on I(X;Z) over
+the test inputs; every ``mi_every`` epochs also ``mine_reg.estimate_mi``'s held-out estimates
+of I(X;Z) and I(Z;Y). It checkpoints to ``out/checkpoint`` each epoch; the end writes
+``out/results.json`` (with the per-epoch history).
 """
 
 from __future__ import annotations

@@ -1,0 +1,172 @@
+"""recipes/ali.py: SSIM / MS-SSIM checks, and the recipe end to end on the offline digits data
+(a few steps each): results.json fields and images, resuming from a checkpoint, the
+missing-MNIST error (baseline config), and a two-process CPU run through ``accelerate launch``
+(with adaptive clipping, the path that differentiates through the DDP-wrapped encoder twice).
+
+The runs share one digit classifier (trained for 2 epochs by a fixture) and use tiny networks
+(width 32, z of 4 dims) for 1-2 epochs of 3 steps: batches of 400 of the 1,297 training images
+(the last partial batch is dropped). No quality is checked here, only that every metric is
+produced and finite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "ali.py"
+SMALL = ["--epochs", "1", "--batch-size", "400", "--hidden", "32", "--z-dim", "4", "--mi-steps", "20"]
+
+
+def _ali():
+    spec = importlib.util.spec_from_file_location("ali_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- SSIM
+def test_ssim_identical_is_one_and_noise_lowers_it() -> None:
+    ali = _ali()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 28, 28, generator=gen)
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    value, scales = ali.ms_ssim(x, x)
+    assert scales == 2  # 28 and 14 pixels hold an 11-pixel window, 7 does not
+    assert torch.allclose(value, torch.ones(6), atol=1e-5)
+    lowered, _ = ali.ms_ssim(x, noisy)
+    assert (lowered < 0.9).all()
+    small = x[..., :8, :8]
+    assert torch.allclose(ali.ssim(small, small, window_size=3, sigma=1.0), torch.ones(6), atol=1e-5)
+    assert (ali.ssim(small, noisy[..., :8, :8], window_size=3, sigma=1.0) < 0.9).all()
+    assert ali.ms_ssim_scales(8) == 0 and ali.ms_ssim_scales(256) == 5
+    with pytest.raises(ValueError, match="too small"):
+        ali.ms_ssim(small, small)
+
+
+# ----------------------------------------------------------------------------- recipe runs
+def _env(tmp_path: Path, wandb_mode: str = "disabled") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        WANDB_MODE=wandb_mode,
+        WANDB_DIR=str(tmp_path),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One quickly trained digit classifier (2 epochs, not the recipe's 15) for every run in this
+    file, saved as ``recipes/digits.py``'s ``load_or_train_classifier`` saves and reloads it."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from digits import load_images, predict_digits, train_classifier
+
+    torch.set_num_threads(1)
+    x_tr, y_tr, x_te, y_te = load_images("digits", "data", seed=0)
+    clf = train_classifier(x_tr, y_tr, epochs=2, seed=0)
+    accuracy = float((predict_digits(clf, x_te) == y_te).float().mean())
+    path = tmp_path_factory.mktemp("classifier") / "digits.pt"
+    torch.save({"dataset": "digits", "state": clf.state_dict(), "test_accuracy": accuracy}, path)
+    return str(path)
+
+
+def _run(tmp_path: Path, *args: str, wandb_mode: str = "disabled", timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, str(RECIPE), *args],
+        cwd=ROOT,
+        env=_env(tmp_path, wandb_mode),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_run_then_resume(tmp_path: Path, classifier: str) -> None:
+    out = tmp_path / "out"
+    first = _run(
+        tmp_path, "--config", "configs/ali_mine.yaml", *SMALL, "--classifier", classifier,
+        "--out", str(out), wandb_mode="offline",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "processes: 1" in first.stdout
+    res = _results(out)
+    assert res["method"] == "mine" and res["beta"] == 0.2 and res["start_epoch"] == 0 and res["steps"] == 3
+    assert res["processes"] == 1 and res["ms_ssim"] is None and "single-scale SSIM" in res["ssim_kind"]
+    for key in ("recon_error", "recon_mse", "recon_accuracy", "ssim", "I_xz_heldout", "I_xz_train_last"):
+        assert math.isfinite(res[key]), (key, res)
+    assert 0.0 <= res["recon_accuracy"] <= 1.0 and res["recon_error"] > 0
+    assert res["classifier_accuracy"] > 0.5  # the fixture's 2-epoch classifier (chance: 0.1)
+    for name in ("samples.png", "reconstructions.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "checkpoint").is_dir()
+    run_files = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert run_files, "no offline wandb run was written"
+    logged = b"".join(p.read_bytes() for p in run_files)  # wandb's binary records hold the keys
+    for key in (b"mi/mi", b"test/recon_accuracy", b"images/samples", b"images/reconstructions"):
+        assert key in logged, key
+
+    second = _run(
+        tmp_path, "--config", "configs/ali_mine.yaml", *SMALL, "--epochs", "2", "--resume", "auto",
+        "--classifier", classifier, "--out", str(out),
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "start_epoch: 1" in second.stdout
+    assert "epoch 2/2" in second.stderr and "epoch 1/2" not in second.stderr  # only epoch 2 ran
+    res = _results(out)
+    assert res["start_epoch"] == 1 and res["epochs"] == 2 and res["steps"] == 6
+    assert math.isfinite(res["recon_error"])
+
+
+@pytest.mark.slow
+def test_missing_mnist_is_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    proc = _run(
+        tmp_path, "--config", "configs/ali.yaml", "--dataset", "mnist", "--data-root", str(root),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "ali.py: error: MNIST not found" in proc.stderr and "Traceback" not in proc.stderr
+    assert str(root / "MNIST" / "raw") in proc.stderr and "train-images-idx3-ubyte" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes(tmp_path: Path, classifier: str) -> None:
+    env = _env(tmp_path)
+    env["ACCELERATE_USE_CPU"] = "1"
+    out = tmp_path / "out"
+    launcher = Path(sys.executable).parent / "accelerate"
+    proc = subprocess.run(
+        [
+            str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+            str(RECIPE), "--config", "configs/ali_mine.yaml", *SMALL, "--batch-size", "200",
+            "--adaptive-clip", "true",
+            "--classifier", classifier, "--out", str(out),
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 2" in proc.stdout
+    res = _results(out)
+    assert res["processes"] == 2 and res["steps"] == 3  # 1,297 images / (2 x 200) per step
+    assert math.isfinite(res["recon_error"]) and math.isfinite(res["I_xz_train_last"])

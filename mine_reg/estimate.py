@@ -295,20 +295,10 @@ def estimate_mi(
             marginals = "all" if hasattr(net, "score_matrix") else "shuffle"
         # a self-contained fit: never synchronised with other processes, so any rank may call it
         est = MIEstimator(net, estimator, marginals, ema_rate, tau, sync_ema=False).to(device)
-        steps, best_step, curve = _train(
-            est,
-            x_tr,
-            y_tr,
-            x_mo,
-            y_mo,
-            batch_size,
-            lr,
-            max_steps,
-            eval_every,
-            patience,
-            gen,
-            progress,
-        )
+        with torch.enable_grad():  # also when called under torch.no_grad(), e.g. in an eval loop
+            steps, best_step, curve = _train(
+                est, x_tr, y_tr, x_mo, y_mo, batch_size, lr, max_steps, eval_every, patience, gen, progress
+            )
         est.eval()
         mi, se, n_batches = _heldout(est, x_ho, y_ho, batch_size, gen)
     finally:

@@ -223,8 +223,7 @@ def evaluate(
     if not mi:
         return metrics
     # estimate_mi on mi_draws fresh z per test input: X is the test set, Z | X the encoder's noise;
-    # every process runs the same seeded estimates on the same gathered samples (a collective
-    # call: the MINE moving average is averaged over processes under torch.distributed)
+    # every process runs the same seeded, self-contained estimates on the same gathered samples
     gen = torch.Generator().manual_seed(cfg.seed)
     draws = lambda t: repeat(t, "n d -> (r n) d", r=cfg.mi_draws)  # noqa: E731
     z = draws(mean) + draws(std) * torch.randn(draws(mean).shape, generator=gen)

@@ -131,3 +131,13 @@ def test_global_torch_rng_is_left_alone():
     state = torch.random.get_rng_state()
     estimate_mi(x, y, seed=5, **FAST)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_runs_under_no_grad_with_the_same_result():
+    # an evaluation loop calls estimate_mi under torch.no_grad(); the critic must still train
+    x, y = _pair()
+    free = estimate_mi(x, y, critic="separable", **FAST)
+    with torch.no_grad():
+        inside = estimate_mi(x, y, critic="separable", **FAST)
+    assert inside.steps == free.steps > 0
+    assert inside.mi == free.mi

@@ -13,6 +13,7 @@ the Gaussian part is ``recipes/gaussian_mi.py --config configs/gaussian_mi.yaml`
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ LABELS = {"baseline": "baseline", "mine": "MINE-IB", "vib": "Deep VIB"}
 class Config:
     ib_methods: list[str] = field(default_factory=lambda: ["baseline", "mine", "vib"])
     ib_epochs: int = 60
+    ib_mi_every: int = 20  # epochs between estimate_mi read-outs (encoder bounds: every epoch)
     gaussian_n: int = 10000
     gaussian_dims: list[int] = field(default_factory=lambda: [2, 20])
     gaussian_rhos: list[float] = field(default_factory=lambda: [-0.9, -0.5, 0.0, 0.5, 0.9])
@@ -46,6 +48,7 @@ def run_ib(cfg: Config) -> list[dict]:
     results = []
     for method in cfg.ib_methods:
         argv = ["--config", str(CONFIGS / f"ib_{method}.yaml"), "--epochs", str(cfg.ib_epochs)]
+        argv += ["--mi-every", str(cfg.ib_mi_every)]
         argv += ["--seed", str(cfg.seed), "--out", str(Path(cfg.out) / f"ib_{method}")]
         start = time.perf_counter()
         result = ib.main(load_config(ib.Config, argv))
@@ -100,6 +103,7 @@ def plot_ib(results: list[dict], path: Path) -> None:
 
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
+    os.environ.setdefault("WANDB_DIR", str(out))  # the Gaussian run; each IB run writes under its own out
     start = time.perf_counter()
     ib_results = run_ib(cfg)
     argv = ["--config", str(CONFIGS / "gaussian_mi.yaml"), "--out", str(out / "gaussian_mi")]
@@ -122,7 +126,10 @@ def main(cfg: Config) -> dict:
         " with X the 500 test digits (the lower one cannot exceed log 500 = 6.21 nats)."
     )
     print(f"\nplots: {out / 'ib.png'}, {out / 'gaussian_mi' / 'gaussian_mi.png'}")
-    print(f"summary: {out / 'summary.json'}; wandb runs (offline unless WANDB_API_KEY is set): ./wandb/")
+    print(f"summary: {out / 'summary.json'}")
+    print(
+        f"wandb runs (offline unless WANDB_API_KEY is set; upload with `wandb sync`): {out}/**/offline-run-*"
+    )
     print(f"total: {summary['seconds']:.0f} s")
     return summary
 

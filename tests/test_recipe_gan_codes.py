@@ -1,0 +1,158 @@
+"""recipes/gan_codes.py end to end, a few steps each: baseline and MINE on 25 Gaussians, stacked
+digits (offline), resuming from a checkpoint, the missing-MNIST error, and a two-process CPU run
+through ``accelerate launch``.
+
+A few steps of a GAN say nothing about mode coverage, so the checks are on plumbing and sanity:
+the metrics exist, are finite and lie in their ranges (modes 0..25 or 0..1000, high-quality %
+in [0, 100], KL in [0, log K] nats), and the MI term was active (the critic reported an
+estimate). wandb is disabled except in the one test that checks the offline run is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "gan_codes.py"
+SMALL = ["--steps", "10", "--batch-size", "64", "--eval-every", "5", "--ckpt-every", "5"]
+SMALL += ["--eval-samples", "500", "--curve-samples", "200", "--mi-samples", "400", "--mi-steps", "20"]
+
+
+def _env(tmp_path: Path, wandb_mode: str = "disabled") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        WANDB_MODE=wandb_mode,
+        WANDB_DIR=str(tmp_path),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def _run(
+    tmp_path: Path, *args: str, wandb_mode: str = "disabled", timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(RECIPE), *args],
+        cwd=ROOT,
+        env=_env(tmp_path, wandb_mode),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def _check_grid(res: dict) -> None:
+    assert res["problem"] == "grid25" and res["eval_samples"] == 500
+    assert isinstance(res["modes"], int) and 0 <= res["modes"] <= 25, res
+    assert 0.0 <= res["high_quality_pct"] <= 100.0, res
+    assert 0.0 <= res["kl"] <= math.log(25) + 1e-9, res
+    assert math.isfinite(res["I_Gc"]) and math.isfinite(res["train_seconds"]), res
+
+
+def test_grid25_baseline_few_steps(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _run(
+        tmp_path, "--config", "configs/gan_codes_grid25.yaml", *SMALL, "--out", str(out), wandb_mode="offline"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 1" in proc.stdout
+    res = _results(out)
+    assert res["method"] == "baseline" and res["beta"] == 0.0 and math.isnan(res["critic_mi"])
+    assert res["processes"] == 1 and res["start_step"] == 0 and res["steps"] == 10
+    _check_grid(res)
+    assert (out / "checkpoint").is_dir() and (out / "samples.png").is_file()
+    assert list((out / "wandb").glob("offline-run-*"))  # the run was logged (offline)
+
+
+def test_stacked_digits_few_steps(tmp_path: Path) -> None:
+    """The stacked path end to end; an untrained classifier stands in for the trained one (which
+    takes 15 s to train), so the modes it reads are arbitrary but must be valid."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from digits import DigitClassifier
+
+    torch.manual_seed(0)
+    classifier = tmp_path / "classifier.pt"
+    torch.save({"dataset": "digits", "state": DigitClassifier().state_dict()}, classifier)
+    out = tmp_path / "out"
+    proc = _run(
+        tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
+        "--classifier", str(classifier),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = _results(out)
+    assert res["problem"] == "stacked" and res["dataset"] == "digits" and res["method"] == "mine"
+    assert res["beta"] == 1.0 and res["eval_samples"] == 500
+    assert isinstance(res["modes"], int) and 1 <= res["modes"] <= 1000, res
+    assert 0.0 <= res["kl"] <= math.log(1000) + 1e-9, res
+    assert math.isfinite(res["I_Gc"]) and math.isfinite(res["critic_mi"]), res
+    assert (out / "samples.png").is_file()
+
+
+def test_resume_auto_continues_from_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = _run(tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _results(out)["start_step"] == 0
+
+    second = _run(
+        tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--steps", "15",
+        "--resume", "auto", "--out", str(out),
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "start_step: 10" in second.stdout
+    res = _results(out)
+    assert res["method"] == "mine" and res["beta"] == 1.0
+    assert res["start_step"] == 10 and res["steps"] == 15
+    _check_grid(res)
+    assert math.isfinite(res["critic_mi"]), res  # the regularizer ran and reported nats
+
+
+def test_missing_mnist_is_a_one_line_error(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    proc = _run(
+        tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", "--dataset", "mnist",
+        "--data-root", str(root), "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert proc.returncode != 0
+    message = proc.stderr
+    assert "gan_codes.py: error: MNIST not found" in message and "Traceback" not in message
+    assert str(root / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
+
+
+@pytest.mark.distributed
+def test_two_processes(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["ACCELERATE_USE_CPU"] = "1"
+    out = tmp_path / "out"
+    launcher = Path(sys.executable).parent / "accelerate"
+    proc = subprocess.run(
+        [
+            str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+            str(RECIPE), "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out),
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 2" in proc.stdout
+    res = _results(out)
+    assert res["processes"] == 2
+    _check_grid(res)
+    assert math.isfinite(res["critic_mi"]), res

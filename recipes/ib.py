@@ -335,6 +335,7 @@ def main(cfg: Config) -> dict:
         "method": cfg.method,
         "dataset": cfg.dataset,
         "beta": beta,
+        "estimator": cfg.estimator if cfg.method == "mine" else None,
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "start_epoch": start_epoch,

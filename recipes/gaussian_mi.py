@@ -117,7 +117,6 @@ def log_plot(accelerator: Accelerator, path: Path, step: int) -> None:
     """Log the plot as a wandb.Image when a wandb run is active and pillow is installed."""
     try:
         import PIL  # noqa: F401
-
         import wandb
     except ImportError:
         return

@@ -156,3 +156,26 @@ def test_two_processes(tmp_path: Path) -> None:
     assert res["processes"] == 2
     _check_grid(res)
     assert math.isfinite(res["critic_mi"]), res
+
+
+def test_mode_metrics_on_samples_with_known_answers() -> None:
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from gan_codes import GRID_STD, grid_metrics, grid_modes, stacked_metrics
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    modes = grid_modes()
+    gen = torch.Generator().manual_seed(0)
+    # 100 samples on every mode, within 1 std: all 25 covered, all high quality, KL 0
+    perfect = modes.repeat(100, 1) + GRID_STD * torch.randn(2500, 2, generator=gen).clamp(-1, 1)
+    m = grid_metrics(perfect)
+    assert m["modes"] == 25 and m["high_quality_pct"] == 100.0 and m["kl"] == pytest.approx(0.0, abs=1e-12)
+    # everything on one mode: 1 covered, KL = log 25
+    collapsed = grid_metrics(modes[:1].repeat(2500, 1))
+    assert collapsed["modes"] == 1 and collapsed["kl"] == pytest.approx(math.log(25))
+    # 4 std away from the modes (still nearest to them): nothing is high quality, nothing covered
+    off = grid_metrics(modes + torch.tensor([4 * GRID_STD, 0.0]))
+    assert off["modes"] == 0 and off["high_quality_pct"] == 0.0 and off["kl"] == pytest.approx(0.0, abs=1e-12)
+    # stacked: two modes in equal parts -> 2 covered, KL = log(1000 / 2)
+    s = stacked_metrics(torch.tensor([7, 993] * 13000))
+    assert s["modes"] == 2 and s["kl"] == pytest.approx(math.log(500))

@@ -7,7 +7,7 @@
         loss = task_loss + reg()
         accelerator.backward(loss)
         log_metrics(accelerator, reg, step=step)      # {"mi/mi": ..., "mi/objective": ..., ...}
-    accelerator.end_training()                        # finishes the wandb run
+    end_tracking(accelerator)                         # finishes and flushes the wandb run
 
 Without a wandb account (no ``WANDB_API_KEY``), :func:`init_wandb_tracking` runs wandb offline:
 the run is written under ``./wandb`` (or ``$WANDB_DIR/wandb``) and can be uploaded later with
@@ -17,10 +17,11 @@ the run is written under ``./wandb`` (or ``$WANDB_DIR/wandb``) and can be upload
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
-__all__ = ["log_metrics", "init_wandb_tracking"]
+__all__ = ["log_metrics", "init_wandb_tracking", "end_tracking"]
 
 
 def log_metrics(accelerator: Any, reg: Any, step: int | None = None, prefix: str = "mi/") -> dict[str, float]:
@@ -88,3 +89,17 @@ def init_wandb_tracking(
     if run_name is not None:
         kwargs["name"] = run_name
     accelerator.init_trackers(project, config=config, init_kwargs={"wandb": kwargs})
+
+
+def end_tracking(accelerator: Any) -> None:
+    """Finish the accelerator's trackers and wait until wandb has written its run file.
+
+    ``accelerator.end_training()`` finishes the wandb run, but wandb's core process closes and
+    flushes the offline ``.wandb`` file a moment later; a program that exits (or reads the file)
+    at once can leave it holding only its header. ``wandb.teardown()`` waits for the core to shut
+    down. Call this once, at the end, on every process.
+    """
+    accelerator.end_training()
+    wandb = sys.modules.get("wandb")  # only if something imported it: never import wandb here
+    if accelerator.is_main_process and wandb is not None:
+        wandb.teardown()

@@ -58,7 +58,7 @@ from digits import load_images, load_or_train_classifier, predict_digits  # noqa
 
 from mine_reg import MIRegularizer, estimate_mi  # noqa: E402
 from mine_reg.config import load_config  # noqa: E402
-from mine_reg.tracking import init_wandb_tracking, log_metrics  # noqa: E402
+from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics  # noqa: E402
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang, Simoncelli and Bovik 2003
 
@@ -461,7 +461,7 @@ def main(cfg: Config) -> dict:
             f"recon accuracy {results['recon_accuracy']:.4f}, (MS-)SSIM {ssim_value:.4f}, "
             f"I(x;z) {results['I_xz_heldout']:.3f} nats -> {out / 'results.json'}"
         )
-    accelerator.end_training()
+    end_tracking(accelerator)  # also waits until the offline wandb run file is written
     return results
 
 

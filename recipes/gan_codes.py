@@ -63,7 +63,7 @@ from digits import load_images, load_or_train_classifier, predict_modes, stack_d
 
 from mine_reg import MIRegularizer, estimate_mi  # noqa: E402
 from mine_reg.config import load_config  # noqa: E402
-from mine_reg.tracking import init_wandb_tracking, log_metrics  # noqa: E402
+from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics  # noqa: E402
 
 GRID_SIDE, GRID_SPACING, GRID_STD = 5, 2.0, 0.05
 
@@ -450,9 +450,7 @@ def main(cfg: Config) -> dict:
             f"{train_seconds:.0f} s -> {out / 'results.json'}"
         )
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if accelerator.is_main_process and "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()  # flush the offline run file before exiting
+    end_tracking(accelerator)  # also waits until the offline wandb run file is written
     return results
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from mine_reg import estimate_mi  # noqa: E402
 from mine_reg.config import load_config  # noqa: E402
 from mine_reg.ksg import ksg_mi  # noqa: E402
 from mine_reg.synthetic import correlated_gaussian, gaussian_mi  # noqa: E402
-from mine_reg.tracking import init_wandb_tracking  # noqa: E402
+from mine_reg.tracking import end_tracking, init_wandb_tracking  # noqa: E402
 
 MARKERS = {"mine": "o", "mine-f": "s", "ksg": "^"}
 
@@ -159,11 +158,7 @@ def main(cfg: Config) -> list[dict[str, Any]] | None:
         print(f"\nplot: {png}\njson: {js}")
         result = rows
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if accelerator.is_main_process and "wandb" in sys.modules:
-        # end_training finishes the run, but wandb's core flushes the offline .wandb file
-        # asynchronously; teardown waits for it, so the file is complete when we exit.
-        sys.modules["wandb"].teardown()
+    end_tracking(accelerator)  # also waits until the offline wandb run file is written
     return result
 
 

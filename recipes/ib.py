@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mine_reg import MIRegularizer, estimate_mi
 from mine_reg.config import load_config
-from mine_reg.tracking import init_wandb_tracking, log_metrics
+from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics
 
 MNIST_FILES = [
     "train-images-idx3-ubyte",
@@ -355,9 +355,7 @@ def main(cfg: Config) -> dict:
             f"I(X;Z) {results['I_XZ']:.3f} nats (encoder bounds {results['I_XZ_lower']:.3f}.."
             f"{results['I_XZ_upper']:.3f}), I(Z;Y) {results['I_ZY']:.3f} nats -> {out / 'results.json'}"
         )
-    accelerator.end_training()
-    if accelerator.is_main_process and "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()  # wait until the offline run file is flushed
+    end_tracking(accelerator)  # also waits until the offline wandb run file is written
     return results
 
 

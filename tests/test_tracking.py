@@ -20,7 +20,7 @@ from accelerate.tracking import GeneralTracker
 from torch import nn
 
 from mine_reg import MIRegularizer
-from mine_reg.tracking import init_wandb_tracking, log_metrics
+from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -127,7 +127,7 @@ def test_init_wandb_tracking_mode(monkeypatch, env, expected_mode):
 
 def test_wandb_offline_run_holds_the_metric_keys(monkeypatch, tmp_path, gaussian_pair):
     """A real wandb run, offline because no account is configured, written under tmp_path."""
-    wandb = pytest.importorskip("wandb")
+    pytest.importorskip("wandb")
     for var in ("WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -142,12 +142,10 @@ def test_wandb_offline_run_holds_the_metric_keys(monkeypatch, tmp_path, gaussian
     assert accelerator.get_tracker("wandb", unwrap=True).settings.mode == "offline"
 
     _train(accelerator, 3, gaussian_pair)
-    accelerator.end_training()
-    # run.finish() waits for the exit record, but then only *informs* wandb-core that the run is
-    # done (fire and forget): the core closes and flushes the .wandb file a moment later, so
-    # reading it at once races (seen under load: the file held just its 7-byte header).
-    # teardown() waits for the core process to shut down, which closes every stream.
-    wandb.teardown()
+    # end_training alone finishes the run but only *informs* wandb-core (fire and forget): the
+    # core flushes the .wandb file a moment later, so reading it at once races (seen under load:
+    # the file held just its 7-byte header). end_tracking also waits for the core to shut down.
+    end_tracking(accelerator)
 
     assert [step for _, step in recorder.calls] == [0, 1, 2]
     runs = list((tmp_path / "wandb").glob("offline-run-*"))

@@ -43,16 +43,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from mine_reg import MIRegularizer, estimate_mi
-from mine_reg.config import load_config
-from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes/digits.py, also when imported
+from digits import load_images  # noqa: E402
 
-MNIST_FILES = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-]
+from mine_reg import MIRegularizer, estimate_mi  # noqa: E402
+from mine_reg.config import load_config  # noqa: E402
+from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics  # noqa: E402
 
 
 @dataclass
@@ -83,33 +79,11 @@ class Config:
 
 # ----------------------------------------------------------------------------- data
 def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_train, y_train, x_test, y_test): inputs flattened to [N, D] in [0, 1], labels int64."""
-    if cfg.dataset == "digits":
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        digits = load_digits()
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            digits.data / 16.0, digits.target, test_size=500, stratify=digits.target, random_state=cfg.seed
-        )
-        as_x, as_y = (lambda a: torch.tensor(a, dtype=torch.float32)), (lambda a: torch.tensor(a).long())
-        return as_x(x_tr), as_y(y_tr), as_x(x_te), as_y(y_te)
-    if cfg.dataset == "mnist":
-        from torchvision.datasets import MNIST
-
-        raw = Path(cfg.data_root) / "MNIST" / "raw"
-        missing = [f for f in MNIST_FILES if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"MNIST not found: expected the files {', '.join(MNIST_FILES)} (or .gz) in {raw}/ "
-                f"(missing: {', '.join(missing)}). Nothing is downloaded; copy them there, point "
-                "--data-root at the folder holding MNIST/raw/, or use --dataset digits (offline)."
-            )
-        train = MNIST(cfg.data_root, train=True, download=False)
-        test = MNIST(cfg.data_root, train=False, download=False)
-        flat = lambda ds: ds.data.flatten(1).float() / 255.0  # noqa: E731
-        return flat(train), train.targets.long(), flat(test), test.targets.long()
-    raise ValueError(f"dataset must be 'digits' or 'mnist', got {cfg.dataset!r}")
+    """(x_train, y_train, x_test, y_test): inputs flattened to [N, D] in [0, 1], labels int64
+    (``recipes/digits.py``'s ``load_images``: a clear error when MNIST is not under data_root)."""
+    x_train, y_train, x_test, y_test = load_images(cfg.dataset, cfg.data_root, seed=cfg.seed)
+    flat = lambda x: rearrange(x, "n 1 h w -> n (h w)")  # noqa: E731
+    return flat(x_train), y_train, flat(x_test), y_test
 
 
 # ----------------------------------------------------------------------------- model

@@ -11,18 +11,16 @@ produced and finite.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_runs import ROOT, launch_two_processes, read_results, run_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "ali.py"
 SMALL = ["--epochs", "1", "--batch-size", "400", "--hidden", "32", "--z-dim", "4", "--mi-steps", "20"]
 
@@ -55,18 +53,6 @@ def test_ssim_identical_is_one_and_noise_lowers_it() -> None:
 
 
 # ----------------------------------------------------------------------------- recipe runs
-def _env(tmp_path: Path, wandb_mode: str = "disabled") -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        WANDB_MODE=wandb_mode,
-        WANDB_DIR=str(tmp_path),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    env.pop("WANDB_API_KEY", None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One quickly trained digit classifier (2 epochs, not the recipe's 15) for every run in this
@@ -83,19 +69,8 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def _run(tmp_path: Path, *args: str, wandb_mode: str = "disabled", timeout: float = 120):
-    return subprocess.run(
-        [sys.executable, str(RECIPE), *args],
-        cwd=ROOT,
-        env=_env(tmp_path, wandb_mode),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _results(out: Path) -> dict:
-    return json.loads((out / "results.json").read_text())
+_run = functools.partial(run_recipe, RECIPE)
+_results = read_results
 
 
 @pytest.mark.slow
@@ -151,19 +126,10 @@ def test_missing_mnist_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes(tmp_path: Path, classifier: str) -> None:
-    env = _env(tmp_path)
-    env["ACCELERATE_USE_CPU"] = "1"
     out = tmp_path / "out"
-    launcher = Path(sys.executable).parent / "accelerate"
-    proc = subprocess.run(
-        [
-            str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no",
-            str(RECIPE), "--config", "configs/ali_mine.yaml", *SMALL, "--batch-size", "200",
-            "--adaptive-clip", "true",
-            "--classifier", classifier, "--out", str(out),
-        ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    proc = launch_two_processes(
+        RECIPE, tmp_path, "--config", "configs/ali_mine.yaml", *SMALL, "--batch-size", "200",
+        "--adaptive-clip", "true", "--classifier", classifier, "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout

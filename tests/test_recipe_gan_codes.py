@@ -10,51 +10,24 @@ estimate). wandb is disabled except in the one test that checks the offline run 
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_runs import ROOT, launch_two_processes, read_results, run_recipe
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "gan_codes.py"
 SMALL = ["--steps", "10", "--batch-size", "64", "--eval-every", "5", "--ckpt-every", "5"]
 SMALL += ["--eval-samples", "500", "--curve-samples", "200", "--mi-samples", "400", "--mi-steps", "20"]
 
 
-def _env(tmp_path: Path, wandb_mode: str = "disabled") -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        WANDB_MODE=wandb_mode,
-        WANDB_DIR=str(tmp_path),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    env.pop("WANDB_API_KEY", None)
-    return env
-
-
-def _run(
-    tmp_path: Path, *args: str, wandb_mode: str = "disabled", timeout: float = 120
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(RECIPE), *args],
-        cwd=ROOT,
-        env=_env(tmp_path, wandb_mode),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _results(out: Path) -> dict:
-    return json.loads((out / "results.json").read_text())
+_run = functools.partial(run_recipe, RECIPE)
+_results = read_results
 
 
 def _check_grid(res: dict) -> None:
@@ -138,17 +111,9 @@ def test_missing_mnist_is_a_one_line_error(tmp_path: Path) -> None:
 
 @pytest.mark.distributed
 def test_two_processes(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    env["ACCELERATE_USE_CPU"] = "1"
     out = tmp_path / "out"
-    launcher = Path(sys.executable).parent / "accelerate"
-    proc = subprocess.run(
-        [
-            str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no",
-            str(RECIPE), "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out),
-        ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    proc = launch_two_processes(
+        RECIPE, tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout

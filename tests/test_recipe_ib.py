@@ -12,17 +12,15 @@ are far apart (I = log N) and codes that ignore the input (I = 0).
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from recipe_runs import ROOT, launch_two_processes, read_results, run_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "ib.py"
 SMALL = ["--epochs", "1", "--hidden", "64", "--k", "8", "--lr", "1e-2", "--mi-steps", "50", "--mi-every", "1"]
 LOG_500 = math.log(500)  # the digits test set: 500 inputs
@@ -57,31 +55,8 @@ def test_encoder_bounds_on_codes_with_known_mi() -> None:
     assert 0 < lo <= up and lo <= math.log(n)
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        WANDB_MODE="offline",
-        WANDB_DIR=str(tmp_path),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    env.pop("WANDB_API_KEY", None)
-    return env
-
-
-def _run(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(RECIPE), *args],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _results(out: Path) -> dict:
-    return json.loads((out / "results.json").read_text())
+_run = functools.partial(run_recipe, RECIPE, wandb_mode="offline")
+_results = read_results
 
 
 @pytest.mark.slow
@@ -165,17 +140,9 @@ def test_resume_auto_continues_from_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    env["ACCELERATE_USE_CPU"] = "1"
     out = tmp_path / "out"
-    launcher = Path(sys.executable).parent / "accelerate"
-    proc = subprocess.run(
-        [
-            str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no",
-            str(RECIPE), "--config", "configs/ib_mine.yaml", *SMALL, "--out", str(out),
-        ],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    proc = launch_two_processes(
+        RECIPE, tmp_path, "--config", "configs/ib_mine.yaml", *SMALL, "--out", str(out), wandb_mode="offline",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout

@@ -5,7 +5,7 @@ reconstructions.
     x_train, y_train, x_test, y_test = load_images("digits", "data")   # [N, 1, H, W] in [0, 1]
     x3, modes = stack_digits(x_train, y_train, 26_000, generator)     # [N, 3, H, W], 0..999
     clf = load_or_train_classifier("digits", "data", "outputs/classifier_digits.pt")
-    predict_modes(clf, x3)                                             # [N] in 0..999
+    modes, confidence = classify_stacked(clf, x3)                      # [N] in 0..999, [N, 3]
 
 ``digits`` is scikit-learn's ``load_digits`` (1,797 real 8x8 digits, 1,297 train / 500 test,
 stratified), which ships with the package. ``mnist`` reads torchvision's MNIST files from
@@ -147,10 +147,14 @@ def predict_digits(classifier: nn.Module, x: torch.Tensor, batch_size: int = 409
 
 
 @torch.no_grad()
-def predict_modes(classifier: nn.Module, x3: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """The mode [N] in 0..999 of stacked images [N, 3, H, W]: 100·a + 10·b + c for the classifier's
-    digits a, b, c of the three channels."""
-    n = len(x3)
-    digits = predict_digits(classifier, rearrange(x3, "n c h w -> (n c) 1 h w"), batch_size)
-    digits = rearrange(digits, "(n c) -> n c", n=n)
-    return digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+def classify_stacked(
+    classifier: nn.Module, x3: torch.Tensor, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(modes [N] in 0..999, confidence [N, 3]) of stacked images [N, 3, H, W]: the mode is
+    100·a + 10·b + c for the classifier's digits a, b, c of the three channels, the confidence its
+    softmax probability of each of those digits."""
+    device = next(classifier.parameters()).device
+    flat = rearrange(x3, "n c h w -> (n c) 1 h w")
+    probs = torch.cat([classifier(xb.to(device)).softmax(-1).cpu() for xb in flat.split(batch_size)])
+    confidence, digits = (rearrange(t, "(n c) -> n c", c=3) for t in probs.max(-1))
+    return digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2], confidence

@@ -9,7 +9,14 @@ g_a = min(||g_u||, ||g_m||)·g_m/||g_m||, ``adaptive_clip=True`` with ``reg(task
 
     method baseline  the same GAN, same budget, no MI term
     method mine      + MIRegularizer(G, x=lambda z: z[:, -code_dim:], z=None, mode="maximize"),
-                     called as reg(z=standardize(G(z)), task_loss=adversarial loss)
+                     called as reg(z=standardize(G(z) + n), task_loss=adversarial loss), n
+                     Gaussian pixel noise of std ``critic_noise`` (0: none)
+
+For a deterministic generator, I(G(z); c) is the part of the output's entropy that c controls, so
+maximizing it spreads the generator over more of the data. Measured on pixels as they are, the
+critic can read c from faint per-code patterns no discriminator notices, and the generator meets
+the term that way while collapsing; noise in the critic's view (``critic_noise``) makes only
+visible differences count: I(G(z) + n; c) <= I(G(z); c) discounts whatever the noise drowns.
 
     problem grid25   25 Gaussians: 5x5 grid, spacing 2, std 0.05. A sample is high quality when
                      within 3 std of its nearest mode; a mode is covered when it holds at least
@@ -20,7 +27,13 @@ g_a = min(||g_u||, ||g_m||)·g_m/||g_m||, ``adaptive_clip=True`` with ``reg(task
                      digits (``--dataset digits``) or MNIST from ``--data-root`` (``--dataset
                      mnist``). Modes are read by a digit classifier trained once and cached
                      (``--classifier``); modes covered out of 1000 (at least one sample) and
-                     KL(mode histogram || uniform) in nats over 26,000 samples.
+                     KL(mode histogram || uniform) in nats over 26,000 samples, and as a
+                     quality check the percentage of samples whose three digits the classifier
+                     all gives probability >= 0.9 (real stacked 8x8 digits: 88.6% train, 86.5%
+                     test; 1000 modes and KL 0.019 nats).
+
+Networks: MLPs (``arch: mlp``), or for stacked images a DCGAN-style generator and discriminator
+(``arch: conv``, two stride-2 (transposed) convolutions each, for 8x8 digits or 28x28 MNIST).
 
     python recipes/gan_codes.py --config configs/gan_codes_grid25_mine.yaml [--seed 1] [--resume auto]
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
@@ -59,7 +72,7 @@ from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits import load_images, load_or_train_classifier, predict_modes, stack_digits  # noqa: E402
+from digits import classify_stacked, load_images, load_or_train_classifier, stack_digits  # noqa: E402
 
 from mine_reg import MIRegularizer, estimate_mi  # noqa: E402
 from mine_reg.config import load_config  # noqa: E402
@@ -78,6 +91,8 @@ class Config:
     noise_dim: int = 2  # size of eps ~ N(0, I)
     code: str = "uniform"  # distribution of c: uniform (U[-1, 1]) | gaussian | categorical (one-hot)
     code_dim: int = 10  # size of c
+    arch: str = "mlp"  # mlp | conv (stacked only: a DCGAN-style G and D with ``conv_width`` channels)
+    conv_width: int = 64
     g_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     d_hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     steps: int = 5000
@@ -91,6 +106,7 @@ class Config:
     critic_lr: float = 1e-4
     critic_hidden: list[int] = field(default_factory=lambda: [128, 128])
     adaptive_clip: bool = True
+    critic_noise: float = 0.0  # std of Gaussian noise added to G(z) before the critic sees it
     eval_samples: int | None = None  # final evaluation; None: 2,500 (grid25), 26,000 (stacked)
     curve_samples: int = 2500  # intermediate evaluations (wandb curves)
     eval_every: int = 1000  # steps between intermediate evaluations (0: none)
@@ -186,6 +202,44 @@ class Generator(nn.Module):
         return rearrange(torch.sigmoid(out), "b (c h w) -> b c h w", c=c, h=h, w=w)
 
 
+class ConvGenerator(nn.Module):
+    """DCGAN-style: z [B, z_dim] -> [B, 3, H, W] in [0, 1] (H = W divisible by 4): a linear map to
+    [2w, H/4, W/4], then two stride-2 transposed convolutions, BatchNorm and ReLU between them."""
+
+    def __init__(self, z_dim: int, width: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        channels, side = shape[0], shape[-1] // 4
+        self.project = nn.Sequential(
+            nn.Linear(z_dim, 2 * width * side * side), nn.BatchNorm1d(2 * width * side * side), nn.ReLU()
+        )
+        self.side = side
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1),
+        )  # fmt: skip
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = rearrange(self.project(z), "b (c h w) -> b c h w", h=self.side, w=self.side)
+        return torch.sigmoid(self.net(h))
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN-style: [B, 3, H, W] -> a logit [B]: two stride-2 convolutions with LeakyReLU(0.2),
+    then a linear read-out."""
+
+    def __init__(self, width: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        side = shape[-1] // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(shape[0], width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+        )  # fmt: skip
+        self.head = nn.Linear(2 * width * side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.head(rearrange(self.net(x), "b ... -> b (...)")), "b 1 -> b")
+
+
 class Discriminator(nn.Module):
     """A sample [B, ...] -> a logit [B] (real vs generated)."""
 
@@ -234,11 +288,20 @@ def grid_metrics(samples: torch.Tensor) -> dict[str, float]:
     }
 
 
-def stacked_metrics(modes: torch.Tensor) -> dict[str, float]:
+CONFIDENT = 0.9  # a stacked sample is confidently classified when all three digits reach this
+
+
+def stacked_metrics(modes: torch.Tensor, confidence: torch.Tensor | None = None) -> dict[str, float]:
     """Stacked-digit metrics of classified ``modes`` [N] in 0..999: modes covered (of 1000; at
-    least one sample) and KL(mode histogram || uniform) in nats."""
+    least one sample) and KL(mode histogram || uniform) in nats. With the classifier's
+    ``confidence`` [N, 3] (probability of each predicted digit), also a sample-quality check, since
+    any image gets some mode: the percentage of samples whose three digits all reach probability
+    0.9 (``confident_pct``; about 88% for real stacked 8x8 digits)."""
     counts = torch.bincount(modes, minlength=1000)
-    return {"modes": int((counts > 0).sum()), "kl": kl_to_uniform(counts)}
+    metrics = {"modes": int((counts > 0).sum()), "kl": kl_to_uniform(counts)}
+    if confidence is not None:
+        metrics["confident_pct"] = 100.0 * float((confidence.min(dim=1).values >= CONFIDENT).double().mean())
+    return metrics
 
 
 @torch.no_grad()
@@ -258,14 +321,19 @@ def evaluate(cfg: Config, generator: nn.Module, classifier: nn.Module | None, n:
     generator.eval()
     x, c = generate(cfg, generator, n, seed=10_000 + cfg.seed)
     generator.train()
-    metrics = grid_metrics(x) if cfg.problem == "grid25" else stacked_metrics(predict_modes(classifier, x))
+    metrics = (
+        grid_metrics(x) if cfg.problem == "grid25" else stacked_metrics(*classify_stacked(classifier, x))
+    )
     if cfg.mi_samples > 0:
         m = min(cfg.mi_samples, n)
+        # read out what the regularizer's critic sees: G(z) + critic noise (from a fixed seed)
+        noise_gen = torch.Generator().manual_seed(30_000 + cfg.seed)
+        x = x[:m] + cfg.critic_noise * torch.randn(x[:m].shape, generator=noise_gen)
         # a separable critic alone: the default's closed-form Gaussian part overfits hundreds of
         # pixel dims at a few thousand samples (held-out read-outs of -10 nats and below)
         kw = {"batch_size": min(128, m // 8), "max_steps": cfg.mi_steps, "preprocess": "standardize"}
         kw |= {"critic": "separable", "seed": cfg.seed}
-        metrics["I_Gc"] = estimate_mi(rearrange(x[:m], "n ... -> n (...)"), c[:m], **kw).mi
+        metrics["I_Gc"] = estimate_mi(rearrange(x, "n ... -> n (...)"), c[:m], **kw).mi
     return metrics
 
 
@@ -328,8 +396,13 @@ def main(cfg: Config) -> dict:
         classifier.to(accelerator.device)
 
     z_dim = cfg.noise_dim + cfg.code_dim
-    G = Generator(z_dim, cfg.g_hidden, data.shape)
-    D = Discriminator(math.prod(data.shape), cfg.d_hidden)
+    if cfg.arch == "conv" and cfg.problem == "stacked":
+        G, D = ConvGenerator(z_dim, cfg.conv_width, data.shape), ConvDiscriminator(cfg.conv_width, data.shape)
+    elif cfg.arch == "mlp":
+        G = Generator(z_dim, cfg.g_hidden, data.shape)
+        D = Discriminator(math.prod(data.shape), cfg.d_hidden)
+    else:
+        raise ValueError(f"arch must be 'mlp', or 'conv' with problem 'stacked'; got {cfg.arch!r}")
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.adam_beta1, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.adam_beta1, 0.999))
     G, D, opt_g, opt_d = accelerator.prepare(G, D, opt_g, opt_d)
@@ -390,7 +463,11 @@ def main(cfg: Config) -> dict:
 
         # generator: non-saturating adversarial loss, minus beta·I(G(z); c) (adaptively clipped)
         g_adv = F.softplus(-D(fake)).mean()
-        g_loss = g_adv if reg is None else g_adv + reg(z=standardize(fake), task_loss=g_adv)
+        if reg is None:
+            g_loss = g_adv
+        else:
+            seen = fake + cfg.critic_noise * torch.randn_like(fake) if cfg.critic_noise > 0 else fake
+            g_loss = g_adv + reg(z=standardize(seen), task_loss=g_adv)
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
         opt_g.step()

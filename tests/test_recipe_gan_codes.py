@@ -70,8 +70,9 @@ def test_stacked_digits_few_steps(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = _results(out)
     assert res["problem"] == "stacked" and res["dataset"] == "digits" and res["method"] == "mine"
-    assert res["beta"] == 0.1 and res["eval_samples"] == 500
+    assert res["beta"] == 1.0 and res["eval_samples"] == 500
     assert isinstance(res["modes"], int) and 1 <= res["modes"] <= 1000, res
+    assert 0.0 <= res["confident_pct"] <= 100.0, res
     assert 0.0 <= res["kl"] <= math.log(1000) + 1e-9, res
     assert math.isfinite(res["I_Gc"]) and math.isfinite(res["critic_mi"]), res
     assert (out / "samples.png").is_file()
@@ -143,4 +144,27 @@ def test_mode_metrics_on_samples_with_known_answers() -> None:
     assert off["modes"] == 0 and off["high_quality_pct"] == 0.0 and off["kl"] == pytest.approx(0.0, abs=1e-12)
     # stacked: two modes in equal parts -> 2 covered, KL = log(1000 / 2)
     s = stacked_metrics(torch.tensor([7, 993] * 13000))
-    assert s["modes"] == 2 and s["kl"] == pytest.approx(math.log(500))
+    assert s["modes"] == 2 and s["kl"] == pytest.approx(math.log(500)) and "confident_pct" not in s
+    # confident only when all three digits reach 0.9: rows 0 and 2 of these four
+    confidence = torch.tensor([[0.95, 0.9, 0.99], [0.95, 0.89, 0.99], [1.0, 1.0, 1.0], [0.2, 0.3, 0.1]])
+    assert stacked_metrics(torch.tensor([1, 2, 3, 4]), confidence)["confident_pct"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("side", [8, 28])
+def test_conv_networks_shapes_and_range(side: int) -> None:
+    """The DCGAN-style pair on 8x8 digits and 28x28 MNIST: G(z) in [0, 1] of the data's shape, one
+    logit per sample, gradients reaching the generator's input layer."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from gan_codes import ConvDiscriminator, ConvGenerator
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    torch.manual_seed(0)
+    shape = (3, side, side)
+    G, D = ConvGenerator(32, 16, shape), ConvDiscriminator(16, shape)
+    fake = G(torch.randn(5, 32))
+    assert fake.shape == (5, *shape) and 0.0 <= float(fake.min()) and float(fake.max()) <= 1.0
+    logits = D(fake)
+    assert logits.shape == (5,)
+    logits.sum().backward()
+    assert G.project[0].weight.grad is not None and G.project[0].weight.grad.abs().sum() > 0

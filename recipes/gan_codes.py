@@ -353,9 +353,10 @@ def plot_samples(cfg: Config, generator: nn.Module, path: Path, title: str) -> N
         ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", title=title)
         ax.legend(loc="upper right", fontsize=7)
     else:
-        image = rearrange(x, "(r q) c h w -> (r h) (q w) c", r=10)
+        framed = F.pad(x.clamp(0, 1), (1, 1, 1, 1), value=0.35)  # a grey frame around each sample
+        image = rearrange(framed, "(r q) c h w -> (r h) (q w) c", r=10)
         fig, ax = plt.subplots(figsize=(6, 6))
-        ax.imshow(image.clamp(0, 1).numpy(), interpolation="nearest")
+        ax.imshow(image.numpy(), interpolation="nearest")
         ax.set(title=title, xticks=[], yticks=[])
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -30,6 +30,20 @@ _run = functools.partial(run_recipe, RECIPE)
 _results = read_results
 
 
+def _untrained_classifier(tmp_path: Path) -> Path:
+    """A saved, untrained digit classifier: it stands in for the trained one (15 s to train), so
+    the modes it reads are arbitrary but must be valid."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        from digits import DigitClassifier
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    torch.manual_seed(0)
+    path = tmp_path / "classifier.pt"
+    torch.save({"dataset": "digits", "state": DigitClassifier().state_dict()}, path)
+    return path
+
+
 def _check_grid(res: dict) -> None:
     assert res["problem"] == "grid25" and res["eval_samples"] == 500
     assert isinstance(res["modes"], int) and 0 <= res["modes"] <= 25, res
@@ -56,12 +70,7 @@ def test_grid25_baseline_few_steps(tmp_path: Path) -> None:
 def test_stacked_digits_few_steps(tmp_path: Path) -> None:
     """The stacked path end to end; an untrained classifier stands in for the trained one (which
     takes 15 s to train), so the modes it reads are arbitrary but must be valid."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from digits import DigitClassifier
-
-    torch.manual_seed(0)
-    classifier = tmp_path / "classifier.pt"
-    torch.save({"dataset": "digits", "state": DigitClassifier().state_dict()}, classifier)
+    classifier = _untrained_classifier(tmp_path)
     out = tmp_path / "out"
     proc = _run(
         tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
@@ -128,12 +137,7 @@ def test_two_processes(tmp_path: Path) -> None:
 def test_two_processes_stacked_conv(tmp_path: Path) -> None:
     """The stacked config (convolutional G with BatchNorm, critic noise) on two processes, with an
     untrained classifier standing in for the trained one."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from digits import DigitClassifier
-
-    torch.manual_seed(0)
-    classifier = tmp_path / "classifier.pt"
-    torch.save({"dataset": "digits", "state": DigitClassifier().state_dict()}, classifier)
+    classifier = _untrained_classifier(tmp_path)
     out = tmp_path / "out"
     proc = launch_two_processes(
         RECIPE, tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),

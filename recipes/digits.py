@@ -139,22 +139,24 @@ def load_or_train_classifier(
 
 
 @torch.no_grad()
+def predict_probs(classifier: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """The classifier's digit probabilities [N, 10] for images [N, 1, H, W], on CPU, in batches on
+    the classifier's device."""
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier(xb.to(device)).softmax(-1).cpu() for xb in x.split(batch_size)])
+
+
 def predict_digits(classifier: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """The classifier's digit [N] (int64) for images [N, 1, H, W]."""
-    device = next(classifier.parameters()).device
-    parts = [classifier(xb.to(device)).argmax(-1).cpu() for xb in x.split(batch_size)]
-    return torch.cat(parts)
+    return predict_probs(classifier, x, batch_size).argmax(-1)
 
 
-@torch.no_grad()
 def classify_stacked(
     classifier: nn.Module, x3: torch.Tensor, batch_size: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(modes [N] in 0..999, confidence [N, 3]) of stacked images [N, 3, H, W]: the mode is
     100·a + 10·b + c for the classifier's digits a, b, c of the three channels, the confidence its
     softmax probability of each of those digits."""
-    device = next(classifier.parameters()).device
-    flat = rearrange(x3, "n c h w -> (n c) 1 h w")
-    probs = torch.cat([classifier(xb.to(device)).softmax(-1).cpu() for xb in flat.split(batch_size)])
+    probs = predict_probs(classifier, rearrange(x3, "n c h w -> (n c) 1 h w"), batch_size)
     confidence, digits = (rearrange(t, "(n c) -> n c", c=3) for t in probs.max(-1))
     return digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2], confidence

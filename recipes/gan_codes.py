@@ -186,6 +186,14 @@ def standardize(fake: torch.Tensor) -> torch.Tensor:
     return (flat - flat.mean(0)) / (flat.std(0) + 1e-6)
 
 
+def with_critic_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What the regularizer's critic reads of generated samples: ``x`` plus Gaussian noise of std
+    ``std`` per entry (``x`` itself when ``std`` is 0)."""
+    if std <= 0:
+        return x
+    return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
 class Generator(nn.Module):
     """z [B, noise_dim + code_dim] -> a sample: [B, 2] points, or [B, 3, H, W] in [0, 1]."""
 
@@ -327,8 +335,7 @@ def evaluate(cfg: Config, generator: nn.Module, classifier: nn.Module | None, n:
     if cfg.mi_samples > 0:
         m = min(cfg.mi_samples, n)
         # read out what the regularizer's critic sees: G(z) + critic noise (from a fixed seed)
-        noise_gen = torch.Generator().manual_seed(30_000 + cfg.seed)
-        x = x[:m] + cfg.critic_noise * torch.randn(x[:m].shape, generator=noise_gen)
+        x = with_critic_noise(x[:m], cfg.critic_noise, torch.Generator().manual_seed(30_000 + cfg.seed))
         # a separable critic alone: the default's closed-form Gaussian part overfits hundreds of
         # pixel dims at a few thousand samples (held-out read-outs of -10 nats and below)
         kw = {"batch_size": min(128, m // 8), "max_steps": cfg.mi_steps, "preprocess": "standardize"}
@@ -467,8 +474,7 @@ def main(cfg: Config) -> dict:
         if reg is None:
             g_loss = g_adv
         else:
-            seen = fake + cfg.critic_noise * torch.randn_like(fake) if cfg.critic_noise > 0 else fake
-            g_loss = g_adv + reg(z=standardize(seen), task_loss=g_adv)
+            g_loss = g_adv + reg(z=standardize(with_critic_noise(fake, cfg.critic_noise)), task_loss=g_adv)
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
         opt_g.step()

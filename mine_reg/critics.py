@@ -12,6 +12,7 @@ A critic may also define ``score_matrix(x: [B, dx], z: [C, dz]) -> [B, C]`` scor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -29,6 +30,8 @@ __all__ = [
     "score_pairs",
     "Marginals",
     "ledoit_wolf",
+    "ledoit_wolf_shrinkage",
+    "shrunk_covariance",
 ]
 
 Marginals = Literal["shuffle", "all", "given"]
@@ -113,9 +116,9 @@ class SeparableCritic(nn.Module):
         return torch.einsum("be,ce->bc", self.f(x), self.g(z))
 
 
-def ledoit_wolf(data: Tensor) -> Tensor:
-    """Ledoit-Wolf shrunk covariance of ``data`` [N, p] (float64): the sample covariance pulled
-    toward a scaled identity by the analytic shrinkage that minimises the expected Frobenius error."""
+def ledoit_wolf_shrinkage(data: Tensor) -> Tensor:
+    """The Ledoit-Wolf shrinkage intensity in [0, 1] for ``data`` [N, p] (float64): the weight on
+    the scaled identity that minimises the expected Frobenius error of the shrunk covariance."""
     n, p = data.shape
     centred = data - data.mean(dim=0)
     cov = centred.T @ centred / n
@@ -124,72 +127,145 @@ def ledoit_wolf(data: Tensor) -> Tensor:
     # spread of the per-sample outer products around the sample covariance, and of cov around mu·I
     beta = ((sq.T @ sq).sum() / n - (cov**2).sum()) / n
     delta = ((cov - mu * torch.eye(p, dtype=cov.dtype, device=cov.device)) ** 2).sum()
-    shrinkage = torch.clamp(beta / delta, 0.0, 1.0) if delta > 0 else torch.ones((), dtype=cov.dtype)
-    return (1 - shrinkage) * cov + shrinkage * mu * torch.eye(p, dtype=cov.dtype, device=cov.device)
+    return torch.clamp(beta / delta, 0.0, 1.0) if delta > 0 else torch.ones((), dtype=cov.dtype)
+
+
+def shrunk_covariance(data: Tensor, shrinkage: float | Tensor) -> Tensor:
+    """(1 - s)·S + s·mu·I for the sample covariance S of ``data`` [N, p] and mu = tr(S) / p."""
+    n, p = data.shape
+    centred = data - data.mean(dim=0)
+    cov = centred.T @ centred / n
+    eye = torch.eye(p, dtype=cov.dtype, device=cov.device)
+    return (1 - shrinkage) * cov + shrinkage * (torch.trace(cov) / p) * eye
+
+
+def ledoit_wolf(data: Tensor) -> Tensor:
+    """Ledoit-Wolf shrunk covariance of ``data`` [N, p] (float64): the sample covariance pulled
+    toward a scaled identity by the analytic shrinkage that minimises the expected Frobenius error."""
+    return shrunk_covariance(data, ledoit_wolf_shrinkage(data))
+
+
+def _inverse_sqrt(cov: Tensor, floor: float = 1e-12) -> Tensor:
+    """cov^(-1/2) of a symmetric positive semi-definite matrix (eigenvalues floored)."""
+    values, vectors = torch.linalg.eigh(cov)
+    values = values.clamp_min(floor * values.max().clamp_min(floor))
+    return (vectors * values.rsqrt()) @ vectors.T
+
+
+# 1 - rho² is kept above this, so one canonical pair contributes at most ~13.8 nats
+_MIN_ONE_MINUS_RHO2 = 1e-12
 
 
 class GaussianCritic(nn.Module):
     """The log density ratio log p(x, z) / (p(x) p(z)) of a Gaussian fitted to data.
 
     For jointly Gaussian (x, z) this is the optimal critic, and its DV value is the Gaussian MI
-    0.5·(log det S_xx + log det S_zz - log det S). It is quadratic, with a bilinear cross term, so
-    ``score_matrix`` costs one matmul. Call :meth:`fit` before use: it estimates means, scales
-    and a Ledoit-Wolf shrunk correlation matrix (shrinkage keeps independent data near 0 nats).
-    Its parameters are buffers: it is fitted in closed form, not trained.
+    0.5·(log det S_xx + log det S_zz - log det S) = -0.5·sum_i log(1 - rho_i²) over the canonical
+    correlations rho_i. It is stored in canonical form: u = A^T x and v = B^T z (standardized)
+    are the canonical variates, and the score is a sum over canonical pairs of the bivariate
+    log ratio ``-0.5·log(1 - rho²) - (rho·u - v)² / (2(1 - rho²)) + v² / 2``, computed in float64
+    so near-deterministic pairs (rho -> 1) keep their precision. ``score_matrix`` costs one
+    matmul. :meth:`fit` estimates means, scales and the canonical pairs; ``rank`` keeps only the
+    strongest pairs (the others score 0), which removes the noise that weak, badly estimated
+    directions add in many dimensions. Its parameters are buffers: fitted in closed form, not
+    trained. Unfitted, it scores every pair 0.
     """
 
     def __init__(self, x_dim: int, z_dim: int) -> None:
         super().__init__()
         self.x_dim, self.z_dim = x_dim, z_dim
-        d = x_dim + z_dim
-        self.register_buffer("mean", torch.zeros(d))
-        self.register_buffer("scale", torch.ones(d))
-        self.register_buffer("quad_x", torch.zeros(x_dim, x_dim))
-        self.register_buffer("quad_z", torch.zeros(z_dim, z_dim))
-        self.register_buffer("cross", torch.zeros(x_dim, z_dim))
-        self.register_buffer("const", torch.zeros(()))
+        r = min(x_dim, z_dim)
+        self.register_buffer("mean", torch.zeros(x_dim + z_dim, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(x_dim + z_dim, dtype=torch.float64))
+        self.register_buffer("proj_x", torch.zeros(x_dim, r, dtype=torch.float64))
+        self.register_buffer("proj_z", torch.zeros(z_dim, r, dtype=torch.float64))
+        self.register_buffer("rho", torch.zeros(r, dtype=torch.float64))
+        self.register_buffer("rank", torch.tensor(r))
+        self.register_buffer("floor", torch.tensor(-math.inf, dtype=torch.float64))
 
     @torch.no_grad()
-    def fit(self, x: Tensor, z: Tensor, shrink: bool = True) -> GaussianCritic:
+    def fit(
+        self,
+        x: Tensor,
+        z: Tensor,
+        shrink: bool = True,
+        shrinkage: float | None = None,
+        rank: int | None = None,
+    ) -> GaussianCritic:
+        """Fit to samples x [N, dx], z [N, dz]. The joint correlation matrix is shrunk toward the
+        identity by ``shrinkage`` (Ledoit-Wolf's analytic value when None and ``shrink``; none
+        when ``shrink=False``); ``rank`` keeps the strongest canonical pairs (None: all)."""
         data = torch.cat([x, z], dim=1).double()
         mean, scale = data.mean(dim=0), data.std(dim=0).clamp_min(1e-12)
         data = (data - mean) / scale
-        cov = ledoit_wolf(data) if shrink else torch.cov(data.T, correction=0)
+        if shrinkage is None:
+            shrinkage = float(ledoit_wolf_shrinkage(data)) if shrink else 0.0
+        cov = shrunk_covariance(data, shrinkage)
         dx = self.x_dim
-        prec = torch.linalg.inv(cov)
-        prec_x, prec_z = torch.linalg.inv(cov[:dx, :dx]), torch.linalg.inv(cov[dx:, dx:])
-        logdet = torch.linalg.slogdet
-        const = 0.5 * (logdet(cov[:dx, :dx])[1] + logdet(cov[dx:, dx:])[1] - logdet(cov)[1])
+        wx, wz = _inverse_sqrt(cov[:dx, :dx]), _inverse_sqrt(cov[dx:, dx:])
+        left, rho, right_t = torch.linalg.svd(wx @ cov[:dx, dx:] @ wz, full_matrices=False)
+        limit = math.sqrt(1 - _MIN_ONE_MINUS_RHO2)
         for name, value in [
             ("mean", mean),
             ("scale", scale),
-            ("quad_x", -0.5 * (prec[:dx, :dx] - prec_x)),
-            ("quad_z", -0.5 * (prec[dx:, dx:] - prec_z)),
-            ("cross", -prec[:dx, dx:]),
-            ("const", const),
+            ("proj_x", wx @ left),
+            ("proj_z", wz @ right_t.T),
+            ("rho", rho.clamp(0.0, limit)),
         ]:
-            getattr(self, name).copy_(value.to(self.const.dtype))
+            getattr(self, name).copy_(value)
+        self.set_rank(len(rho) if rank is None else rank)
         return self
 
-    def _standardize(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        dx = self.x_dim
-        x = (x - self.mean[:dx].to(x.dtype)) / self.scale[:dx].to(x.dtype)
-        z = (z - self.mean[dx:].to(z.dtype)) / self.scale[dx:].to(z.dtype)
-        return x, z
+    def set_floor(self, floor: float) -> GaussianCritic:
+        """Clamp every score from below at ``floor`` nats (-inf: no clamp). A floored critic is
+        still a critic, so every bound stays valid; it keeps held-out pairs that the fitted
+        Gaussian finds implausible (heavy tails, many dimensions at small N) from dragging the
+        joint term down by hundreds of nats, and raises the log-partition by at most
+        log(1 + exp(floor)) (0.007 nats at -5)."""
+        self.floor.fill_(floor)
+        return self
 
-    def _parts(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        x, z = self._standardize(x, z)
-        qx = torch.einsum("bi,ij,bj->b", x, self.quad_x.to(x.dtype), x)
-        qz = torch.einsum("bi,ij,bj->b", z, self.quad_z.to(z.dtype), z)
-        return x @ self.cross.to(x.dtype), z, qx + self.const.to(x.dtype), qz
+    def set_rank(self, rank: int) -> GaussianCritic:
+        """Keep the ``rank`` strongest canonical pairs (0: the critic scores every pair 0)."""
+        if not 0 <= rank <= len(self.rho):
+            raise ValueError(f"rank must lie in [0, {len(self.rho)}], got {rank}")
+        self.rank.fill_(rank)
+        return self
+
+    def _active_rho(self) -> Tensor:
+        return self.rho * (torch.arange(len(self.rho), device=self.rho.device) < self.rank)
+
+    @property
+    def const(self) -> Tensor:
+        """-0.5·sum log(1 - rho²) over the kept pairs: the fitted Gaussian MI (nats)."""
+        return -0.5 * torch.log1p(-(self._active_rho() ** 2)).sum()
+
+    def canonical(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Canonical variates u [B, r] of x and v [C, r] of z (float64, unit variance on the fit
+        sample)."""
+        dx = self.x_dim
+        u = (x.double() - self.mean[:dx]) / self.scale[:dx] @ self.proj_x
+        v = (z.double() - self.mean[dx:]) / self.scale[dx:] @ self.proj_z
+        return u, v
+
+    def _coefficients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        rho = self._active_rho()
+        one_minus = 1 - rho**2
+        return rho, one_minus, -0.5 * torch.log1p(-(rho**2)), rho**2 / (2 * one_minus)
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        xc, z, qx, qz = self._parts(x, z)
-        return (xc * z).sum(dim=-1) + qx + qz
+        u, v = self.canonical(x, z)
+        rho, one_minus, const, _ = self._coefficients()
+        scores = const - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
+        return scores.sum(dim=-1).clamp_min(self.floor).to(x.dtype)
 
     def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
-        xc, z, qx, qz = self._parts(x, z)
-        return xc @ z.T + rearrange(qx, "b -> b 1") + rearrange(qz, "c -> 1 c")
+        u, v = self.canonical(x, z)
+        rho, one_minus, const, quad = self._coefficients()
+        qx, qz = (u**2 * quad).sum(-1), (v**2 * quad).sum(-1)
+        cross = (u * (rho / one_minus)) @ v.T
+        m = cross - rearrange(qx, "b -> b 1") - rearrange(qz, "c -> 1 c") + const.sum()
+        return m.clamp_min(self.floor).to(x.dtype)
 
 
 class BoundedCritic(nn.Module):

@@ -1,40 +1,212 @@
-"""``estimate_mi``: fit a critic and read out I(X; Y) on held-out data, in one call."""
+"""``estimate_mi``: fit a critic and read out I(X; Y) on held-out data, in one call.
+
+The call is composed of public pieces, each usable alone:
+
+    options = EstimateOptions(estimator="mine", seed=0)      # every option, checked once
+    prepared = prepare_pair(x, y, options)                   # checks, preprocessing, discrete columns
+    split = split_pair(prepared, options)                    # train / monitor / held-out tensors
+    fitted = fit_critic(split, options)                      # critic fitted, best monitor state kept
+    mi, stderr, n_batches = read_out(fitted.estimator, split.x_heldout, split.y_heldout,
+                                     fitted.batch_size, fitted.generator)
+
+``estimate_mi(x, y, **options)`` runs them in order and returns an :class:`MIResult`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import math
 import time
-from collections.abc import Sequence
+import warnings as _warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from einops import rearrange
-from scipy.special import ndtri
 from scipy.stats import t as student_t
 from torch import Tensor
 
+from .bounds import log_mean_exp
 from .critics import BoundedCritic, ConcatCritic, GaussianCritic, Marginals, SeparableCritic, SumCritic
+from .discrete import plugin_mi
 from .estimator import ESTIMATORS, MIEstimator
+from .preprocess import PREPROCESS, Prepared, preprocess_pair, validate_pair
 
-__all__ = ["estimate_mi", "MIResult", "validate_pair", "PREPROCESS", "CRITICS"]
+__all__ = [
+    "estimate_mi",
+    "EstimateOptions",
+    "MIResult",
+    "EstimateWarning",
+    "Split",
+    "Fitted",
+    "prepare_pair",
+    "split_pair",
+    "fit_critic",
+    "read_out",
+    "validate_pair",
+    "PREPROCESS",
+    "CRITICS",
+]
 
-PREPROCESS = ("quantile", "standardize", "none")
+CRITICS = ("gaussian+separable", "separable", "concat", "gaussian")
+DISCRETE = ("auto", "never")
+# the neural residual's scores are softly clipped to +-3 nats around the Gaussian part: it keeps
+# rare tail pairs from dominating the DV read-out (Student-t suite: see README)
+RESIDUAL_BOUND = 3.0
 _MAX_MONITOR = 2048
+# the DV read-out credits at most 1 nat from a log-partition below zero (see read_out)
+PARTITION_FLOOR = -1.0
+# the Gaussian part's scores are clamped from below here (see GaussianCritic.set_floor)
+GAUSSIAN_FLOOR = -5.0
+_MAX_BATCH = 512
+_MIN_AUTO_BATCH = 16
 _SE_BATCHES = 10  # held-out batches at least (of >= 64 samples), for the standard error
+# the plug-in estimate is used for discrete pairs while the occupied joint cells are few enough
+# that each holds about this many samples on average
+_SAMPLES_PER_CELL = 10
+
+
+class EstimateWarning(UserWarning):
+    """An estimate that should be read with care (see ``MIResult.warnings``)."""
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None, low_open=True) -> None:
+    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        side = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(
+            f"{name} must be a finite number {side}{'' if high is None else f' and <= {high}'}, got {value!r}"
+        )
+
+
+@dataclass
+class EstimateOptions:
+    """Every option of :func:`estimate_mi`, checked on construction (ValueError naming the
+    option). The command line ``mine-reg estimate`` is generated from these fields."""
+
+    estimator: str = field(
+        default="mine", metadata={"help": "bound to train and read out", "choices": tuple(ESTIMATORS)}
+    )
+    critic: str | torch.nn.Module = field(
+        default="gaussian+separable",
+        metadata={"help": "critic kind (or an nn.Module in Python)", "choices": CRITICS},
+    )
+    marginals: str | None = field(
+        default=None,
+        metadata={
+            "help": "all (every off-diagonal pair) or shuffle; default: all when the critic can",
+            "choices": ("all", "shuffle"),
+        },
+    )
+    hidden: tuple[int, ...] = field(
+        default=(128, 128), metadata={"help": "hidden widths of the neural critic"}
+    )
+    embed_dim: int = field(default=32, metadata={"help": "embedding width of the separable critic"})
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "training and read-out batch; default: min(512, training samples / 4)"},
+    )
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of the critic"})
+    max_steps: int = field(default=2000, metadata={"help": "training step cap"})
+    eval_every: int = field(default=25, metadata={"help": "steps between monitor evaluations"})
+    patience: int = field(default=4, metadata={"help": "evaluations without improvement before stopping"})
+    heldout: float = field(default=0.5, metadata={"help": "fraction of samples held out for the read-out"})
+    preprocess: str = field(default="quantile", metadata={"help": "per-column map", "choices": PREPROCESS})
+    discrete: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: count (plug-in, Miller-Madow) when every column is discrete; never",
+            "choices": DISCRETE,
+        },
+    )
+    ema_rate: float = field(default=0.01, metadata={"help": "MINE's moving-average rate, in (0, 1]"})
+    tau: float = field(default=5.0, metadata={"help": "SMILE's clip"})
+    seed: int = field(default=0, metadata={"help": "seeds the split, the initialisation and the batches"})
+    device: str | None = field(
+        default=None, metadata={"help": "cpu, cuda, cuda:1, ...; default: cuda if available"}
+    )
+    num_threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads for the call; default: 1 on CPU (stable beside busy neighbours)"},
+    )
+    progress: bool = field(default=False, metadata={"help": "progress bar on stderr"})
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose from {sorted(ESTIMATORS)}")
+        if not isinstance(self.critic, torch.nn.Module) and self.critic not in CRITICS:
+            raise ValueError(f"unknown critic {self.critic!r}; choose from {CRITICS} or pass an nn.Module")
+        if self.marginals not in (None, "all", "shuffle"):
+            raise ValueError(f"unknown marginals {self.marginals!r}; choose from 'all', 'shuffle'")
+        try:
+            self.hidden = tuple(self.hidden)
+        except TypeError:
+            raise ValueError(f"hidden must be a sequence of positive integers, got {self.hidden!r}") from None
+        for width in self.hidden:
+            _check_int("every hidden width", width, 1)
+        _check_int("embed_dim", self.embed_dim, 1)
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 2)
+        _check_float("lr", self.lr, 0.0)
+        _check_int("max_steps", self.max_steps, 1)
+        _check_int("eval_every", self.eval_every, 1)
+        _check_int("patience", self.patience, 1)
+        _check_float("heldout", self.heldout, 0.0)
+        if not self.heldout < 1:
+            raise ValueError(f"heldout must lie in (0, 1), got {self.heldout}")
+        if self.preprocess not in PREPROCESS:
+            raise ValueError(f"unknown preprocess {self.preprocess!r}; choose from {PREPROCESS}")
+        if self.discrete not in DISCRETE:
+            raise ValueError(f"unknown discrete {self.discrete!r}; choose from {DISCRETE}")
+        _check_float("ema_rate", self.ema_rate, 0.0, 1.0)
+        _check_float("tau", self.tau, 0.0)
+        _check_int("seed", self.seed, 0)
+        if self.num_threads is not None:
+            _check_int("num_threads", self.num_threads, 1)
+        self.resolved_device()  # a bad device is reported here, not after the data is loaded
+
+    def resolved_device(self) -> torch.device:
+        if self.device is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must name a torch device such as 'cpu' or 'cuda:0', got {self.device!r}"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asks for CUDA, which is not available here")
+        if device.type not in ("cpu", "cuda", "mps", "xpu"):
+            raise ValueError(f"device {self.device!r} is not supported; use 'cpu' or 'cuda'")
+        return device
 
 
 @dataclass
 class MIResult:
-    """An MI estimate in nats, read out on held-out data.
+    """An MI estimate in nats.
 
-    mi: the estimate (nats). stderr: standard error over the ``n_batches`` held-out batches
-    (nats). interval: 95% Student-t interval from stderr with ``n_batches - 1`` degrees of
-    freedom. curve: one dict per evaluation with ``step``, ``train`` (mean training bound since
-    the last evaluation; None at step 0) and ``monitor`` (the bound on the monitor set), in nats.
-    ``float(result) == result.mi``.
+    mi: the estimate (nats). stderr: standard error (nats) over the ``n_batches`` held-out
+    batches: the read-out's sampling noise for the fitted critic. It does not cover the bias of
+    the bound (a critic short of the optimum reads low) nor the spread between refits with
+    other seeds. interval: 95% Student-t interval from stderr with ``n_batches - 1`` degrees of
+    freedom, with the same meaning. curve: one dict per evaluation with ``step``, ``train``
+    (mean training bound since the last evaluation; None at step 0) and ``monitor`` (the bound
+    on the monitor set), in nats. method: ``"critic"`` (a trained critic read out on held-out
+    data) or ``"plug-in"`` (discrete data: Miller-Madow counts over all samples). warnings:
+    reasons to read the number with care (estimate near the ln N ceiling, columns dropped,
+    training diverged, a negative read-out replaced by 0). raw_mi: the held-out read-out before
+    a negative value is replaced by 0 (None for the plug-in and constant paths). ``float(result)
+    == result.mi``.
     """
 
     mi: float
@@ -48,10 +220,13 @@ class MIResult:
     seconds: float
     curve: list[dict[str, float | None]] = field(default_factory=list, repr=False)
     n_batches: int = 0
+    method: str = "critic"
+    warnings: list[str] = field(default_factory=list)
+    raw_mi: float | None = None
 
     @property
     def interval(self) -> tuple[float, float]:
-        """95% interval: Student-t with ``n_batches - 1`` degrees of freedom (normal if unknown)."""
+        """95% interval of the read-out noise (Student-t over held-out batches; see the class)."""
         q = float(student_t.ppf(0.975, self.n_batches - 1)) if self.n_batches >= 2 else 1.96
         return (self.mi - q * self.stderr, self.mi + q * self.stderr)
 
@@ -59,327 +234,277 @@ class MIResult:
         return self.mi
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "mi": self.mi,
-            "stderr": self.stderr,
-            "interval": list(self.interval),
-            "estimator": self.estimator,
-            "n_train": self.n_train,
-            "n_monitor": self.n_monitor,
-            "n_heldout": self.n_heldout,
-            "steps": self.steps,
-            "best_step": self.best_step,
-            "seconds": self.seconds,
-            "n_batches": self.n_batches,
-        }
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "curve"}
+        return {**out, "interval": list(self.interval)}
 
 
-def _as_2d(name: str, a: Any) -> np.ndarray:
-    if isinstance(a, Tensor):
-        a = a.detach().cpu().numpy()
-    a = np.asarray(a)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise ValueError(f"{name} must hold numbers, got dtype {a.dtype}")
-    if np.iscomplexobj(a):
-        raise ValueError(f"{name} must be real, got complex dtype {a.dtype}")
-    if a.ndim == 1:
-        a = rearrange(a, "n -> n 1")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must have shape [N] or [N, d], got {a.ndim} dims {tuple(a.shape)}")
-    a = a.astype(np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"{name} contains NaN or Inf ({int(bad.sum())} values; first in row {row})")
-    return a
+# --------------------------------------------------------------------------- pieces
 
 
-def validate_pair(x: Any, y: Any, min_samples: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Check and convert a pair of sample arrays to float64 [N, dx], [N, dy]; ValueError if bad."""
-    x, y = _as_2d("x", x), _as_2d("y", y)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of samples N, got {x.shape[0]} and {y.shape[0]}")
-    if x.shape[1] == 0 or y.shape[1] == 0:
-        raise ValueError(f"x and y need at least one column, got shapes {x.shape} and {y.shape}")
-    if x.shape[0] < min_samples:
-        raise ValueError(f"need at least {min_samples} samples, got N = {x.shape[0]}")
-    return x, y
+def prepare_pair(x: Any, y: Any, options: EstimateOptions) -> Prepared:
+    """Check the arrays, drop constant columns, flag discrete ones and preprocess each column."""
+    x_np, y_np = validate_pair(x, y)
+    return preprocess_pair(x_np, y_np, options.preprocess)
 
 
-def _quantile_normalize(a: np.ndarray) -> np.ndarray:
-    """Map each column through its empirical CDF, then the standard normal quantile function."""
-    n = a.shape[0]
-    ranks = np.argsort(np.argsort(a, axis=0, kind="stable"), axis=0, kind="stable")
-    return ndtri((ranks + 0.5) / n)
+@dataclass
+class Split:
+    """Preprocessed float32 tensors [n, d] on the estimator's device, and the batch size."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_monitor: Tensor
+    y_monitor: Tensor
+    x_heldout: Tensor
+    y_heldout: Tensor
+    batch_size: int
+    generator: torch.Generator
 
 
-def _standardize(a: np.ndarray) -> np.ndarray:
-    std = a.std(axis=0)
-    return (a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)
+def _sizes(n: int, options: EstimateOptions) -> tuple[int, int, int, int]:
+    """(train, monitor, held-out, batch) sample counts; ValueError when N is too small."""
+    n_held = int(round(n * options.heldout))
+    rest = n - n_held
+    batch = options.batch_size
+    if batch is None:
+        n_monitor = min(_MAX_MONITOR, rest // 5)
+        batch = min(_MAX_BATCH, (rest - n_monitor) // 4)
+        if batch < _MIN_AUTO_BATCH or n_held < batch:
+            need = math.ceil(5 * 4 * _MIN_AUTO_BATCH / 4 / (1 - options.heldout))
+            raise ValueError(
+                f"too few samples: N = {n} leaves {rest - n_monitor} training samples, fewer than four "
+                f"batches of {_MIN_AUTO_BATCH}; give at least {need} samples"
+            )
+        n_monitor = max(n_monitor, batch)
+    else:
+        n_monitor = min(_MAX_MONITOR, max(batch, rest // 5))
+    n_train = rest - n_monitor
+    if n_train < batch or n_held < batch:
+        need = max(math.ceil((2 * batch) / (1 - options.heldout)), math.ceil(batch / options.heldout))
+        raise ValueError(
+            f"too few samples: N = {n} gives {n_train} training, {n_monitor} monitor and {n_held} "
+            f"held-out samples, but training and held-out parts each need at least one batch of "
+            f"{batch}; pass a smaller batch_size or at least {need} samples"
+        )
+    return n_train, n_monitor, n_held, batch
 
 
-def _preprocess(a: np.ndarray, how: str) -> np.ndarray:
-    if how == "quantile":
-        return _quantile_normalize(a)
-    if how == "standardize":
-        return _standardize(a)
-    if how == "none":
-        return a
-    raise ValueError(f"unknown preprocess {how!r}; choose from {PREPROCESS}")
+def split_pair(prepared: Prepared, options: EstimateOptions) -> Split:
+    """Seeded random split into training, monitor (early stopping) and held-out (read-out) parts."""
+    n = prepared.x.shape[0]
+    n_train, n_monitor, _, batch = _sizes(n, options)
+    device = options.resolved_device()
+    gen = torch.Generator().manual_seed(options.seed)
+    data_x = torch.as_tensor(prepared.x, dtype=torch.float32)
+    data_y = torch.as_tensor(prepared.y, dtype=torch.float32)
+    perm = torch.randperm(n, generator=gen)
+    parts = perm[:n_train], perm[n_train : n_train + n_monitor], perm[n_train + n_monitor :]
+    tensors = [t[idx].to(device) for idx in parts for t in (data_x, data_y)]
+    return Split(*tensors, batch_size=batch, generator=gen)
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-CRITICS = ("gaussian+separable", "separable", "concat", "gaussian")
-# the neural residual's scores are softly clipped to +-3 nats around the Gaussian part: it keeps
-# rare tail pairs from dominating the DV read-out (Student-t suite: see README)
-RESIDUAL_BOUND = 3.0
-
-
-def _build_critic(kind: str, x: Tensor, y: Tensor, hidden: Sequence[int], embed_dim: int) -> torch.nn.Module:
-    dx, dy = x.shape[1], y.shape[1]
-    if kind == "separable":
-        return SeparableCritic(dx, dy, hidden, embed_dim)
-    if kind == "concat":
-        return ConcatCritic(dx, dy, hidden)
-    if kind == "gaussian":
-        return GaussianCritic(dx, dy).fit(x, y)
-    if kind == "gaussian+separable":
-        residual = BoundedCritic(SeparableCritic(dx, dy, hidden, embed_dim), bound=RESIDUAL_BOUND)
-        return SumCritic(GaussianCritic(dx, dy).fit(x, y), residual)
-    raise ValueError(f"unknown critic {kind!r}; choose from {CRITICS} or pass an nn.Module")
-
-
-@torch.no_grad()
-def _heldout(
-    est: MIEstimator, x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator
-) -> tuple[float, float, int]:
-    """Read-out on held-out data: (pooled estimate, standard error over batches, batches), nats."""
-    n = x.shape[0]
-    readout = ESTIMATORS[est.estimator][1]
+def _batches(n: int, batch_size: int, readout: str, device: torch.device) -> list[Tensor]:
     n_batches = n // batch_size
     if readout != "infonce":  # InfoNCE's value depends on the batch size; the others may use
         n_batches = max(n_batches, min(_SE_BATCHES, n // 64))  # more, smaller batches for the SE
     n_batches = max(2, n_batches) if n >= 4 else 1
+    return list(torch.tensor_split(torch.arange(n, device=device), n_batches))
+
+
+@torch.no_grad()
+def read_out(
+    est: MIEstimator, x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator
+) -> tuple[float, float, int]:
+    """The estimator's read-out bound on (x, y): (pooled estimate, standard error over batches,
+    batches), in nats. Every batch's pairs are pooled into one value, except for InfoNCE (whose
+    value depends on the batch size: the mean over batches).
+
+    A DV read-out is E_P[T] - max(log E_Q[exp T], PARTITION_FLOOR): never above DV itself, so
+    still a lower bound for the fitted critic, and it keeps a near-deterministic pair, whose
+    marginal pairs almost never land where the critic puts its mass, from reading the joint
+    term plus an arbitrarily large, unsupported log-partition correction."""
+    readout = ESTIMATORS[est.estimator][1]
+
+    def value(joint: Tensor, marginal: Tensor) -> float:
+        if readout == "dv":
+            return float(joint.double().mean() - log_mean_exp(marginal).double().clamp_min(PARTITION_FLOOR))
+        return float(est.bound(readout, joint, marginal))
+
     per_batch, joints, marginals = [], [], []
-    for idx in torch.tensor_split(torch.arange(n, device=x.device), n_batches):
+    for idx in _batches(x.shape[0], batch_size, readout, x.device):
         joint, marginal = est.scores(x[idx], y[idx], generator=generator)
-        per_batch.append(float(est.evaluate(joint, marginal).mi))
-        joints.append(joint.float())
-        marginals.append(rearrange(marginal.float(), "b k -> (b k)"))
+        joint, marginal = joint.float(), marginal.float()
+        per_batch.append(value(joint, marginal))
+        joints.append(joint)
+        marginals.append(rearrange(marginal, "b k -> (b k)"))
     if readout == "infonce":
         point = float(np.mean(per_batch))
     else:
-        point = float(est.bound(readout, torch.cat(joints), torch.cat(marginals)))
+        point = value(torch.cat(joints), torch.cat(marginals))
     se = float(np.std(per_batch, ddof=1) / math.sqrt(len(per_batch))) if len(per_batch) > 1 else float("nan")
     return point, se, len(per_batch)
 
 
-def estimate_mi(
-    x: Any,
-    y: Any,
-    estimator: str = "mine",
-    *,
-    critic: str | torch.nn.Module = "gaussian+separable",
-    marginals: Marginals | None = None,
-    hidden: Sequence[int] = (128, 128),
-    embed_dim: int = 32,
-    batch_size: int = 512,
-    lr: float = 1e-3,
-    max_steps: int = 2000,
-    eval_every: int = 25,
-    patience: int = 4,
-    heldout: float = 0.5,
-    preprocess: str = "quantile",
-    ema_rate: float = 0.01,
-    tau: float = 5.0,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-) -> MIResult:
-    """Estimate I(X; Y) in nats with a trained critic, read out on held-out samples only.
+@torch.no_grad()
+def _dv_by_rank(gauss: GaussianCritic, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """The pooled DV read-out (log-partition floored, as in read_out) on (x, y) of the Gaussian
+    critic keeping its k strongest canonical
+    pairs, for every k = 0 .. r (all off-diagonal pairs of each batch as marginals): [r + 1]."""
+    u, v = gauss.canonical(x, y)
+    rho = gauss.rho
+    one_minus = 1 - rho**2
+    const, quad, cross = -0.5 * torch.log1p(-(rho**2)), rho**2 / (2 * one_minus), rho / one_minus
+    joint = const - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
+    joint = torch.cat([joint.new_zeros(len(joint), 1), joint.cumsum(dim=1)], dim=1)
+    joint_mean = joint.clamp_min(gauss.floor).mean(dim=0)
+    lse, count = [], 0
+    for idx in _batches(x.shape[0], batch_size, "dv", x.device):
+        ub, vb = u[idx], v[idx]
+        off = ~torch.eye(len(idx), dtype=torch.bool, device=x.device)
+        m = torch.zeros(len(idx), len(idx), dtype=u.dtype, device=x.device)
+        per_k = [torch.logsumexp(m[off].clamp_min(gauss.floor), 0)]
+        for k in range(len(rho)):
+            qx, qz = quad[k] * ub[:, k] ** 2, quad[k] * vb[:, k] ** 2
+            m += const[k] + cross[k] * torch.outer(ub[:, k], vb[:, k]) - qx[:, None] - qz[None, :]
+            per_k.append(torch.logsumexp(m[off].clamp_min(gauss.floor), 0))
+        lse.append(torch.stack(per_k))
+        count += int(off.sum())
+    log_partition = torch.logsumexp(torch.stack(lse), dim=0) - math.log(count)
+    return joint_mean - log_partition.clamp_min(PARTITION_FLOOR)
 
-    A multivariate counterpart of scikit-learn's ``mutual_info_regression``:
 
-    1. each column is preprocessed: ``"quantile"`` (default) maps ranks to standard-normal
-       scores, an invertible map per coordinate, so MI is unchanged while heavy tails and warps
-       are removed; ``"standardize"``: zero mean, unit variance; ``"none"``;
-    2. the samples are split at random into a held-out part (``heldout``), used only for the
-       final read-out, and the rest, of which a monitor set (a fifth, at most 2,048 samples) is
-       kept aside for early stopping;
-    3. the critic is fitted on the training part: the default ``"gaussian+separable"`` critic is
-       a closed-form Gaussian log density ratio (Ledoit-Wolf shrunk, exact when the dependence is
-       Gaussian after step 1) plus a separable neural critic (softly clipped to +-3), starting at
-       zero, trained with the
-       chosen estimator's bound to learn what the Gaussian part misses;
-    4. training stops early once the bound on the monitor set has not improved for
-       ``patience`` evaluations (every ``eval_every`` steps), and the best state is kept (the
-       untrained state, step 0, included);
-    5. the bound is read out on the whole held-out part, with a standard error over batches.
-
-    Args:
-        x: [N, dx] or [N] (one column); numpy array, tensor or nested sequence of numbers.
-        y: [N, dy] or [N].
-        estimator: ``"mine"`` (DV bound, bias-corrected gradient) or any name in
-            :data:`mine_reg.estimator.ESTIMATORS`.
-        critic: ``"gaussian+separable"`` (default), ``"separable"`` (f(x)·g(y), all pairs of a
-            batch scored), ``"concat"`` (the paper's MLP on [x, y]), ``"gaussian"`` (closed form
-            only, no training) or an ``nn.Module`` following the critic call contract.
-        marginals: ``"all"`` or ``"shuffle"``; defaults to ``"all"`` for critics with
-            ``score_matrix``, ``"shuffle"`` otherwise.
-        hidden, embed_dim: widths of the neural critic.
-        batch_size, lr, max_steps: training batch (also the read-out batch), Adam rate, step cap.
-        heldout: fraction of samples held out for the read-out.
-        ema_rate: MINE's moving-average rate; tau: SMILE's clip.
-        seed: seeds the split, the initialisation and the batches; CPU runs are deterministic.
-        device: defaults to CUDA when available.
-        progress: show a progress bar.
-
-    Returns:
-        :class:`MIResult` with ``.mi`` (nats), ``.stderr``, ``.interval`` and ``.curve``.
-
-    Raises:
-        ValueError: N mismatch, too few samples for one training and one held-out batch, bad
-            settings (non-positive ``lr``, ``eval_every``, ``max_steps``, ``patience``),
-            NaN or Inf, a non-numeric dtype, or arrays of more than 2 dims.
-    """
-    start = time.perf_counter()
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose from {sorted(ESTIMATORS)}")
-    if not 0.0 < heldout < 1.0:
-        raise ValueError(f"heldout must lie in (0, 1), got {heldout}")
-    for name, value in [("batch_size", batch_size), ("max_steps", max_steps), ("eval_every", eval_every)]:
-        if int(value) != value or value < (2 if name == "batch_size" else 1):
-            raise ValueError(f"{name} must be an integer >= {2 if name == 'batch_size' else 1}, got {value}")
-    if patience < 1:
-        raise ValueError(f"patience must be at least 1, got {patience}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr}")
-    x_np, y_np = validate_pair(x, y)
-    n = x_np.shape[0]
-    n_held = int(round(n * heldout))
-    n_monitor = min(_MAX_MONITOR, max(batch_size, (n - n_held) // 5))
-    n_train = n - n_held - n_monitor
-    if n_train < batch_size or n_held < batch_size:
-        need = math.ceil((2 * batch_size) / (1 - heldout))
-        need = max(need, math.ceil(batch_size / heldout))
-        raise ValueError(
-            f"too few samples: N = {n} gives {n_train} training, {n_monitor} monitor and {n_held} "
-            f"held-out samples, but training and held-out parts each need at least one batch of "
-            f"{batch_size}; pass a smaller batch_size or at least {need} samples"
+def fit_gaussian(
+    x: Tensor, y: Tensor, x_monitor: Tensor, y_monitor: Tensor, batch_size: int
+) -> tuple[GaussianCritic, dict[str, float]]:
+    """A :class:`GaussianCritic` whose shrinkage (none or Ledoit-Wolf) and rank (strongest
+    canonical pairs kept) score best on the monitor set, refitted on training and monitor
+    samples together. Rank 0 (the zero critic, 0 nats) is a candidate, so in many dimensions at
+    small N the Gaussian part never reads far below zero. Returns the critic and its choice."""
+    dx, dy = x.shape[1], y.shape[1]
+    best: tuple[float, float | None, int] = (-math.inf, 0.0, 0)
+    for shrinkage in (0.0, None):
+        candidate = (
+            GaussianCritic(dx, dy).to(x.device).fit(x, y, shrinkage=shrinkage).set_floor(GAUSSIAN_FLOOR)
         )
+        values = _dv_by_rank(candidate, x_monitor, y_monitor, batch_size)
+        values = torch.where(torch.isfinite(values), values, -math.inf)
+        rank = int(torch.argmax(values))
+        if float(values[rank]) > best[0]:
+            best = (float(values[rank]), shrinkage, rank)
+    value, shrinkage, rank = best
+    gauss = GaussianCritic(dx, dy).to(x.device).set_floor(GAUSSIAN_FLOOR)
+    gauss.fit(torch.cat([x, x_monitor]), torch.cat([y, y_monitor]), shrinkage=shrinkage, rank=rank)
+    return gauss, {"monitor": value, "ledoit_wolf": float(shrinkage is None), "rank": float(rank)}
 
-    device = torch.device(device) if device is not None else _default_device()
-    gen = torch.Generator().manual_seed(seed)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        data_x = torch.as_tensor(_preprocess(x_np, preprocess), dtype=torch.float32)
-        data_y = torch.as_tensor(_preprocess(y_np, preprocess), dtype=torch.float32)
-        perm = torch.randperm(n, generator=gen)
-        tr, mo, ho = perm[:n_train], perm[n_train : n_train + n_monitor], perm[n_train + n_monitor :]
-        x_tr, y_tr = data_x[tr].to(device), data_y[tr].to(device)
-        x_mo, y_mo = data_x[mo].to(device), data_y[mo].to(device)
-        x_ho, y_ho = data_x[ho].to(device), data_y[ho].to(device)
 
-        if isinstance(critic, torch.nn.Module):
-            net = critic
-        else:
-            # the closed-form Gaussian part may use the monitor samples too: it is not selected on
-            # them, and their optimism only makes early stopping keep the Gaussian part alone
-            x_fit, y_fit = torch.cat([x_tr, x_mo]), torch.cat([y_tr, y_mo])
-            net = _build_critic(critic, x_fit, y_fit, hidden, embed_dim)
-        if marginals is None:
-            marginals = "all" if hasattr(net, "score_matrix") else "shuffle"
-        # a self-contained fit: never synchronised with other processes, so any rank may call it
-        est = MIEstimator(net, estimator, marginals, ema_rate, tau, sync_ema=False).to(device)
-        with torch.enable_grad():  # also when called under torch.no_grad(), e.g. in an eval loop
-            steps, best_step, curve = _train(
-                est, x_tr, y_tr, x_mo, y_mo, batch_size, lr, max_steps, eval_every, patience, gen, progress
-            )
-        est.eval()
-        mi, se, n_batches = _heldout(est, x_ho, y_ho, batch_size, gen)
-    finally:
-        torch.random.set_rng_state(torch_state)
-    return MIResult(
-        mi=mi,
-        stderr=se,
-        estimator=estimator,
-        n_train=n_train,
-        n_monitor=n_monitor,
-        n_heldout=n_held,
-        steps=steps,
-        best_step=best_step,
-        seconds=time.perf_counter() - start,
-        curve=curve,
-        n_batches=n_batches,
+def _build_critic(split: Split, options: EstimateOptions) -> torch.nn.Module:
+    if isinstance(options.critic, torch.nn.Module):
+        return options.critic
+    dx, dy = split.x_train.shape[1], split.y_train.shape[1]
+    if options.critic == "separable":
+        return SeparableCritic(dx, dy, options.hidden, options.embed_dim)
+    if options.critic == "concat":
+        return ConcatCritic(dx, dy, options.hidden)
+    gauss, _ = fit_gaussian(split.x_train, split.y_train, split.x_monitor, split.y_monitor, split.batch_size)
+    if options.critic == "gaussian":
+        return gauss
+    residual = BoundedCritic(SeparableCritic(dx, dy, options.hidden, options.embed_dim), bound=RESIDUAL_BOUND)
+    return SumCritic(gauss, residual)
+
+
+@dataclass
+class Fitted:
+    """A fitted estimator (best monitor state loaded) and how its training went."""
+
+    estimator: MIEstimator
+    steps: int
+    best_step: int
+    curve: list[dict[str, float | None]]
+    batch_size: int
+    generator: torch.Generator
+    warnings: list[str] = field(default_factory=list)
+
+
+def fit_critic(split: Split, options: EstimateOptions) -> Fitted:
+    """Build the critic and ascend the estimator's objective on the training part; keep the state
+    that scores best on the monitor set (step 0, the untrained critic, included). Training stops
+    after ``patience`` evaluations without improvement, or at the first non-finite objective
+    (then the best finite state is kept and a warning says so)."""
+    device = split.x_train.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        net = _build_critic(split, options)
+    marginals: Marginals = options.marginals or ("all" if hasattr(net, "score_matrix") else "shuffle")
+    # a self-contained fit: never synchronised with other processes, so any rank may call it
+    est = MIEstimator(net, options.estimator, marginals, options.ema_rate, options.tau, sync_ema=False).to(
+        device
     )
-
-
-def _train(
-    est: MIEstimator,
-    x: Tensor,
-    y: Tensor,
-    x_monitor: Tensor,
-    y_monitor: Tensor,
-    batch_size: int,
-    lr: float,
-    max_steps: int,
-    eval_every: int,
-    patience: int,
-    gen: torch.Generator,
-    progress: bool,
-) -> tuple[int, int, list[dict[str, float | None]]]:
-    """Ascend the estimator's objective on (x, y); keep the state that scores best on the monitor
-    set (step 0, the untrained critic, included). Returns (steps run, best step, curve)."""
-    params = [p for p in est.parameters() if p.requires_grad]
+    gen, batch = split.generator, split.batch_size
+    fitted = Fitted(est, 0, 0, [], batch, gen)
 
     def evaluate(step: int, train: float | None) -> float:
         est.eval()
-        value = _heldout(est, x_monitor, y_monitor, batch_size, gen)[0]
+        value = read_out(est, split.x_monitor, split.y_monitor, batch, gen)[0]
         est.train()
-        curve.append({"step": step, "train": train, "monitor": value})
-        return value
+        fitted.curve.append({"step": step, "train": train, "monitor": value})
+        return value if math.isfinite(value) else -math.inf
 
-    curve: list[dict[str, float | None]] = []
-    best, best_step = evaluate(0, None), 0
-    if not params:
-        return 0, 0, curve
+    best = evaluate(0, None)
+    params = [p for p in est.parameters() if p.requires_grad]
     best_state = copy.deepcopy(est.state_dict())
-    opt = torch.optim.Adam(params, lr=lr)
+    if params:
+        best, best_state = _train(est, params, split, options, fitted, evaluate, best, best_state)
+    if best == -math.inf:
+        raise ValueError(
+            "the critic's scores on the monitor set are not finite at any evaluation (NaN or Inf "
+            "weights, or scores that overflow); check the critic, or lower lr"
+        )
+    est.load_state_dict(best_state)
+    est.eval()
+    return fitted
+
+
+def _train(est, params, split, options, fitted, evaluate, best, best_state):
+    opt = torch.optim.Adam(params, lr=options.lr)
+    x, y, gen, batch = split.x_train, split.y_train, split.generator, split.batch_size
     n = x.shape[0]
-    order, pos, bad_evals, step, running = torch.randperm(n, generator=gen), 0, 0, 0, []
-    bar = _progress(max_steps, progress)
-    for step in range(1, max_steps + 1):
-        if pos + batch_size > n:
+    order, pos, bad_evals, running = torch.randperm(n, generator=gen), 0, 0, []
+    bar = _progress(options.max_steps, options.progress)
+    step = 0
+    for step in range(1, options.max_steps + 1):
+        if pos + batch > n:
             order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos : pos + batch_size].to(x.device)
-        pos += batch_size
+        idx = order[pos : pos + batch].to(x.device)
+        pos += batch
         out = est(x[idx], y[idx], generator=gen)
+        if not torch.isfinite(out.objective):
+            fitted.warnings.append(
+                f"training diverged at step {step} (non-finite objective); kept the best finite "
+                f"state, from step {fitted.best_step}"
+            )
+            break
         opt.zero_grad(set_to_none=True)
         (-out.objective).backward()
         opt.step()
         running.append(out.mi.detach())
         if bar is not None:
             bar.update(1)
-        if step % eval_every == 0 or step == max_steps:
+        if step % options.eval_every == 0 or step == options.max_steps:
             value = evaluate(step, float(torch.stack(running).mean()))
             running = []
             if bar is not None:
-                bar.set_postfix(heldout=f"{value:.3f}")
+                bar.set_postfix(monitor=f"{value:.3f}")
             if value > best:
-                best, best_step, bad_evals = value, step, 0
+                best, fitted.best_step, bad_evals = value, step, 0
                 best_state = copy.deepcopy(est.state_dict())
             else:
                 bad_evals += 1
-                if bad_evals >= patience:
+                if bad_evals >= options.patience:
                     break
+    fitted.steps = step
     if bar is not None:
         bar.close()
-    est.load_state_dict(best_state)
-    return step, best_step, curve
+    return best, best_state
 
 
 def _progress(total: int, enabled: bool):
@@ -388,3 +513,181 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="estimate_mi", unit="step", leave=False)
+
+
+@contextlib.contextmanager
+def _scoped_threads(options: EstimateOptions) -> Iterator[None]:
+    """torch's intra-op threads for the call, restored afterwards. On CPU the default is one: the
+    critics are small, so extra threads gain little and spin badly beside busy processes."""
+    if options.resolved_device().type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(options.num_threads or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _trust_warnings(result: MIResult) -> list[str]:
+    out = []
+    ceiling = math.log(max(result.n_heldout, 2))
+    if result.method == "critic" and result.mi > ceiling - 1.0:
+        out.append(
+            f"the estimate {result.mi:.2f} nats is near or above ln N = {ceiling:.2f} for {result.n_heldout} "
+            "held-out samples, the most a lower-bound estimate can certify: the true MI may be higher"
+        )
+    if result.method == "plug-in" and result.mi < 0:
+        out.append(f"the counting estimate {result.mi:.3f} nats is below zero: no dependence was detected")
+    return out
+
+
+def _plugin_result(prepared: Prepared, options: EstimateOptions, start: float) -> MIResult | None:
+    n = prepared.x.shape[0]
+    if options.discrete != "auto" or not prepared.all_discrete:
+        return None
+    mi, se, cells = plugin_mi(prepared.raw_x, prepared.raw_y)
+    if cells * _SAMPLES_PER_CELL > n:
+        prepared.warnings.append(
+            f"the data are discrete but occupy {cells} joint cells for N = {n} samples, too many to "
+            "count reliably; a critic was trained instead"
+        )
+        return None
+    return MIResult(
+        mi,
+        se,
+        "plug-in",
+        0,
+        0,
+        n,
+        0,
+        0,
+        time.perf_counter() - start,
+        method="plug-in",
+        n_batches=0,
+        warnings=list(prepared.warnings),
+    )
+
+
+def _constant_result(prepared: Prepared, options: EstimateOptions, start: float) -> MIResult | None:
+    if prepared.x.shape[1] and prepared.y.shape[1]:
+        return None
+    side = "x" if not prepared.x.shape[1] else "y"
+    notes = [*prepared.warnings, f"{side} is constant, so I(X;Y) = 0 exactly"]
+    n = prepared.x.shape[0]
+    return MIResult(
+        0.0,
+        0.0,
+        options.estimator,
+        0,
+        0,
+        n,
+        0,
+        0,
+        time.perf_counter() - start,
+        method="constant",
+        warnings=notes,
+    )
+
+
+def estimate_mi(x: Any, y: Any, estimator: str = "mine", **options: Any) -> MIResult:
+    """Estimate I(X; Y) in nats with a trained critic, read out on held-out samples only.
+
+    A multivariate counterpart of scikit-learn's ``mutual_info_regression``:
+
+    1. constant columns are dropped (if one side has none left, the answer is exactly 0); each
+       column is preprocessed: ``"quantile"`` (default) maps mid-ranks (ties averaged) to
+       standard-normal scores, an invertible map per coordinate, so MI is unchanged while heavy
+       tails and warps are removed; ``"standardize"``: zero mean, unit variance; ``"none"``;
+    2. discrete data (every column with at most 64 distinct values, and few enough joint cells
+       that each holds about 10 samples) is counted instead: the plug-in MI with the
+       Miller-Madow bias correction over all samples (``discrete="never"`` turns this off);
+    3. otherwise the samples are split at random into a held-out part (``heldout``), used only
+       for the final read-out, and the rest, of which a monitor set (a fifth, at most 2,048) is
+       kept aside for choices and early stopping;
+    4. the critic is fitted on the training part: the default ``"gaussian+separable"`` is a
+       closed-form Gaussian log density ratio in canonical-correlation form (its shrinkage and
+       the number of canonical pairs it keeps are chosen on the monitor set, rank 0 = the zero
+       critic included) plus a separable neural critic (softly clipped to +-3) starting at zero
+       and trained with the chosen estimator's bound to learn what the Gaussian part misses;
+    5. training stops once the monitor bound has not improved for ``patience`` evaluations, and
+       the best state is kept (the untrained one included);
+    6. the bound is read out on the whole held-out part, with a standard error over batches.
+
+    Args:
+        x: [N, dx] or [N] (one column); numpy array, tensor (any dtype, bf16 included) or nested
+            sequence of numbers.
+        y: [N, dy] or [N].
+        estimator: ``"mine"`` (DV bound, bias-corrected gradient) or any name in
+            :data:`mine_reg.estimator.ESTIMATORS`.
+        **options: any field of :class:`EstimateOptions` (critic, marginals, hidden, embed_dim,
+            batch_size, lr, max_steps, eval_every, patience, heldout, preprocess, discrete,
+            ema_rate, tau, seed, device, num_threads, progress).
+
+    Returns:
+        :class:`MIResult` with ``.mi`` (nats), ``.stderr``, ``.interval``, ``.curve`` and
+        ``.warnings`` (also issued as :class:`EstimateWarning`). Never NaN or Inf.
+
+    Raises:
+        ValueError: a bad option (named), N mismatch, too few samples, NaN or Inf, a non-numeric
+            dtype, arrays of more than 2 dims, or a critic whose scores are never finite.
+    """
+    start = time.perf_counter()
+    known = {f.name for f in dataclasses.fields(EstimateOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"estimate_mi() got unknown option(s) {unknown}; options: {sorted(known)}")
+    opts = EstimateOptions(estimator=estimator, **options)
+    prepared = prepare_pair(x, y, opts)
+    result = _constant_result(prepared, opts, start) or _plugin_result(prepared, opts, start)
+    if result is None:
+        result = _critic_result(prepared, opts, start)
+    result.warnings += _trust_warnings(result)
+    for message in result.warnings:
+        _warnings.warn(message, EstimateWarning, stacklevel=2)
+    return result
+
+
+def _critic_result(prepared: Prepared, opts: EstimateOptions, start: float) -> MIResult:
+    torch_state = torch.random.get_rng_state()
+    try:
+        # inference_mode(False) + enable_grad: also when called inside an eval loop
+        with torch.inference_mode(False), torch.enable_grad(), _scoped_threads(opts):
+            split = split_pair(prepared, opts)
+            fitted = fit_critic(split, opts)
+            mi, se, n_batches = read_out(
+                fitted.estimator, split.x_heldout, split.y_heldout, split.batch_size, split.generator
+            )
+    finally:
+        torch.random.set_rng_state(torch_state)
+    notes = [*prepared.warnings, *fitted.warnings]
+    raw = mi
+    if mi < 0:
+        # the zero critic reads exactly 0 on any data: a critic that does worse on held-out pairs
+        # has fitted noise, and 0 is the better estimate of a quantity that is never negative
+        notes.append(
+            f"the held-out read-out was {mi:.3f} nats, below the zero critic's 0: the fitted critic "
+            "does not generalise (no dependence found, or too few samples for the dimension); 0 is reported"
+        )
+        mi = 0.0
+    if not math.isfinite(raw):
+        raise ValueError(
+            "the held-out read-out is not finite: the fitted critic's scores overflow on held-out "
+            "samples; lower lr or use a bounded estimator such as 'infonce'"
+        )
+    return MIResult(
+        mi=mi,
+        stderr=se if math.isfinite(se) else 0.0,
+        estimator=opts.estimator,
+        n_train=split.x_train.shape[0],
+        n_monitor=split.x_monitor.shape[0],
+        n_heldout=split.x_heldout.shape[0],
+        steps=fitted.steps,
+        best_step=fitted.best_step,
+        seconds=time.perf_counter() - start,
+        curve=fitted.curve,
+        n_batches=n_batches,
+        warnings=notes,
+        raw_mi=raw,
+    )

@@ -141,3 +141,77 @@ def test_runs_under_no_grad_with_the_same_result():
         inside = estimate_mi(x, y, critic="separable", **FAST)
     assert inside.steps == free.steps > 0
     assert inside.mi == free.mi
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(embed_dim=-3), r"embed_dim must be an integer >= 1, got -3"),
+        (dict(embed_dim=0), r"embed_dim must be an integer >= 1, got 0"),
+        (dict(hidden=(0,)), r"every hidden width must be an integer >= 1, got 0"),
+        (dict(hidden=(16, 2.5)), r"every hidden width must be an integer >= 1, got 2.5"),
+        (dict(hidden=7), r"hidden must be a sequence of positive integers, got 7"),
+        (dict(seed=None), r"seed must be an integer >= 0, got None"),
+        (dict(seed=1.5), r"seed must be an integer >= 0, got 1.5"),
+        (dict(tau=float("nan")), r"tau must be a finite number > 0"),
+        (dict(lr=float("inf")), r"lr must be a finite number > 0"),
+        (dict(ema_rate=0.0), r"ema_rate must be a finite number > 0.0 and <= 1.0"),
+        (dict(max_steps=0), r"max_steps must be an integer >= 1"),
+        (dict(patience=True), r"patience must be an integer >= 1, got True"),
+        (dict(num_threads=0), r"num_threads must be an integer >= 1"),
+        (dict(device="gpu7"), r"device must name a torch device such as 'cpu' or 'cuda:0', got 'gpu7'"),
+        (dict(discrete="sometimes"), r"unknown discrete 'sometimes'"),
+    ],
+)
+def test_bad_options_are_named(kwargs, message):
+    x, y = _pair()
+    with pytest.raises(ValueError, match=message):
+        estimate_mi(x, y, **{**FAST, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_named():
+    x, y = _pair()
+    with pytest.raises(ValueError, match=r"device 'cuda' asks for CUDA, which is not available here"):
+        estimate_mi(x, y, device="cuda")
+
+
+def test_unknown_option_lists_the_known_ones():
+    x, y = _pair()
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['bach_size'\]; options: .*'batch_size'"):
+        estimate_mi(x, y, bach_size=64)
+
+
+def test_a_critic_with_nan_weights_is_an_error_not_a_nan():
+    x, y = _pair()
+    critic = torch.nn.Module()
+    critic.w = torch.nn.Parameter(torch.tensor(float("nan")))
+    critic.forward = lambda a, b: (a * b).sum(-1) * critic.w
+    with pytest.raises(ValueError, match=r"scores on the monitor set are not finite at any evaluation"):
+        estimate_mi(
+            x, y, critic=critic, **{k: v for k, v in FAST.items() if k not in ("hidden", "embed_dim")}
+        )
+
+
+@pytest.mark.parametrize("estimator", ["mine-f", "mine", "nwj"])
+def test_a_diverging_fit_keeps_its_best_finite_state(estimator, recwarn):
+    # lr 100 throws the critic's weights far out in a few steps (NWJ's exp term overflows); the
+    # result stays finite, and says so when training diverged
+    x, y = _pair(n=2000)
+    result = estimate_mi(x, y, estimator, critic="separable", lr=100.0, max_steps=200, eval_every=5)
+    diverged = [w for w in result.warnings if "training diverged" in w]
+    assert len(diverged) == sum("training diverged" in str(w.message) for w in recwarn)
+    if estimator != "mine":  # the DV objective is shift-invariant and stays finite here
+        assert diverged
+    assert math.isfinite(result.mi) and math.isfinite(result.stderr)
+    assert all(math.isfinite(lo) for lo in result.interval)
+
+
+def test_cli_bad_option_is_one_line_and_nonzero(tmp_path, capsys):
+    from mine_reg.cli import main
+
+    x, y = _pair()
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    assert main(["estimate", str(tmp_path / "d.npz"), "--embed-dim", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "mine-reg: error: embed_dim must be an integer >= 1, got 0\n"

@@ -89,7 +89,9 @@ T_DOFS = (3, 5)
 ORIGINAL_TRANSFORMS = ("identity", "half_cube", "cube", "asinh", "normal_cdf", "wiggly")
 FAMILIES = (*ORIGINAL_TRANSFORMS, *(f"t{dof}" for dof in T_DOFS))  # the original 40-case grid
 NEW_FAMILIES = ("spiral", "dense", "sparse", "additive_uniform", "t_lowdof", "bimodal", "exp")
-SPIRAL_SPEED = 1.0 / 3.0
+# spiral speed per side: v = SPIRAL_SPEED / d turns a row by v·||x||², about SPIRAL_SPEED radians
+# on average since E||x||² = d, with a spread of about SPIRAL_SPEED·sqrt(2/d)
+SPIRAL_SPEED = 1.0
 ADDITIVE_EPS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.5)
 T_LOWDOF_CASES = (  # (dof, dim per side, MI level of the Gaussian part)
     (1, 1, 0.0),
@@ -105,7 +107,7 @@ T_LOWDOF_CASES = (  # (dof, dim per side, MI level of the Gaussian part)
 )
 # --quick: one case per new family, by its index in new_family_cases' list for that family
 QUICK_NEW = {
-    "spiral": 1,  # 5+5, speed 1/3
+    "spiral": 1,  # 5+5, speed 1/5
     "dense": 3,  # 50+50, all pairs at 0.5
     "sparse": 2,  # 25+25
     "additive_uniform": 1,  # eps = 0.1
@@ -380,8 +382,8 @@ def _uniform_case(eps: float) -> Case:
 def new_family_cases() -> list[Case]:
     """The families the original grid lacks (43 cases):
 
-    - spiral: two pairs at corr 0.8 (1.02 nats) spiral-rotated with speed 1/3 at 3+3 ... 25+25,
-      faster (speed 1) at 5+5, and 10 correlated pairs (2 nats) at 10+10;
+    - spiral: two pairs at corr 0.8 (1.02 nats) spiral-rotated with speed 1/d at 3+3 ... 25+25,
+      faster (speed 1/3) at 5+5, and 10 correlated pairs (2 nats) at 10+10;
     - dense: every pair correlated by 0.5 at 2+2 ... 50+50, and random dense covariances;
     - sparse: two pairs at corr 0.8 among 3+3 ... 25+25 and 2+5, also with x-x and y-y
       correlations of 0.1;
@@ -390,16 +392,24 @@ def new_family_cases() -> list[Case]:
     - bimodal, exp: correlated Gaussians pushed through a two-mode mixture quantile map, or
       exp (log-normal marginals).
     """
-    v = SPIRAL_SPEED
     spiral = [
         _gaussian_case("spiral", f"2 pairs at 0.8, v={v:.3g}", sparse_covariance(d, d), d, v)
-        for d in (3, 5, 10, 25)
+        for d, v in (
+            (3, SPIRAL_SPEED / 3),
+            (5, SPIRAL_SPEED / 5),
+            (10, SPIRAL_SPEED / 10),
+            (25, SPIRAL_SPEED / 25),
+        )
     ]
-    spiral.append(_gaussian_case("spiral", "2 pairs at 0.8, v=1", sparse_covariance(5, 5), 5, 1.0))
+    spiral.append(_gaussian_case("spiral", "2 pairs at 0.8, v=0.333", sparse_covariance(5, 5), 5, 1.0 / 3.0))
     rho = rho_for_mi(2.0, 10)
     spiral.append(
         _gaussian_case(
-            "spiral", f"10 pairs at {rho:.3f}, v={v:.3g}", sparse_covariance(10, 10, 10, rho), 10, v
+            "spiral",
+            f"10 pairs at {rho:.3f}, v={SPIRAL_SPEED / 10:.3g}",
+            sparse_covariance(10, 10, 10, rho),
+            10,
+            SPIRAL_SPEED / 10,
         )
     )
     dense = [

@@ -182,6 +182,7 @@ class GaussianCritic(nn.Module):
         self.register_buffer("rho", torch.zeros(r, dtype=torch.float64))
         self.register_buffer("rank", torch.tensor(r))
         self.register_buffer("floor", torch.tensor(-math.inf, dtype=torch.float64))
+        self.register_buffer("ceiling", torch.tensor(math.inf, dtype=torch.float64))
 
     @torch.no_grad()
     def fit(
@@ -216,13 +217,18 @@ class GaussianCritic(nn.Module):
         self.set_rank(len(rho) if rank is None else rank)
         return self
 
-    def set_floor(self, floor: float) -> GaussianCritic:
-        """Clamp every score from below at ``floor`` nats (-inf: no clamp). A floored critic is
-        still a critic, so every bound stays valid; it keeps held-out pairs that the fitted
+    def set_clip(self, floor: float = -math.inf, ceiling: float = math.inf) -> GaussianCritic:
+        """Clamp every score to [floor, ceiling] nats (default: no clamp). A clamped critic is
+        still a critic, so every bound stays valid. The floor keeps held-out pairs that the fitted
         Gaussian finds implausible (heavy tails, many dimensions at small N) from dragging the
-        joint term down by hundreds of nats, and raises the log-partition by at most
-        log(1 + exp(floor)) (0.007 nats at -5)."""
+        joint term down by hundreds of nats, at a cost of at most log(1 + exp(floor)) on the
+        log-partition (0.007 nats at -5); the ceiling keeps rare product-of-marginals pairs with
+        heavy-tailed canonical variates (whose cross term u·v is then huge) from dominating the
+        log-partition."""
+        if not floor < ceiling:
+            raise ValueError(f"the floor must lie below the ceiling, got {floor} and {ceiling}")
         self.floor.fill_(floor)
+        self.ceiling.fill_(ceiling)
         return self
 
     def set_rank(self, rank: int) -> GaussianCritic:
@@ -248,6 +254,15 @@ class GaussianCritic(nn.Module):
         v = (z.double() - self.mean[dx:]) / self.scale[dx:] @ self.proj_z
         return u, v
 
+    def prefix_joint_scores(self, x: Tensor, z: Tensor) -> Tensor:
+        """Unclamped scores of the pairs (x_i, z_i) keeping the k strongest canonical pairs, for
+        every k = 0 .. r: [B, r + 1] (float64)."""
+        u, v = self.canonical(x, z)
+        rho = self.rho
+        one_minus = 1 - rho**2
+        terms = -0.5 * torch.log1p(-(rho**2)) - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
+        return torch.cat([terms.new_zeros(len(terms), 1), terms.cumsum(dim=1)], dim=1)
+
     def _coefficients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         rho = self._active_rho()
         one_minus = 1 - rho**2
@@ -257,7 +272,7 @@ class GaussianCritic(nn.Module):
         u, v = self.canonical(x, z)
         rho, one_minus, const, _ = self._coefficients()
         scores = const - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
-        return scores.sum(dim=-1).clamp_min(self.floor).to(x.dtype)
+        return scores.sum(dim=-1).clamp(self.floor, self.ceiling).to(x.dtype)
 
     def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
         u, v = self.canonical(x, z)
@@ -265,7 +280,7 @@ class GaussianCritic(nn.Module):
         qx, qz = (u**2 * quad).sum(-1), (v**2 * quad).sum(-1)
         cross = (u * (rho / one_minus)) @ v.T
         m = cross - rearrange(qx, "b -> b 1") - rearrange(qz, "c -> 1 c") + const.sum()
-        return m.clamp_min(self.floor).to(x.dtype)
+        return m.clamp(self.floor, self.ceiling).to(x.dtype)
 
 
 class BoundedCritic(nn.Module):

@@ -60,8 +60,10 @@ RESIDUAL_BOUND = 3.0
 _MAX_MONITOR = 2048
 # the DV read-out credits at most 1 nat from a log-partition below zero (see read_out)
 PARTITION_FLOOR = -1.0
-# the Gaussian part's scores are clamped from below here (see GaussianCritic.set_floor)
+# the Gaussian part's scores are clamped from below here (see GaussianCritic.set_clip)
 GAUSSIAN_FLOOR = -5.0
+# ... and above at this quantile of its joint scores on the fit sample
+GAUSSIAN_CEILING_QUANTILE = 0.99
 _MAX_BATCH = 512
 _MIN_AUTO_BATCH = 16
 _SE_BATCHES = 10  # held-out batches at least (of >= 64 samples), for the standard error
@@ -346,31 +348,35 @@ def read_out(
 
 
 @torch.no_grad()
-def _dv_by_rank(gauss: GaussianCritic, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def _dv_by_rank(gauss: GaussianCritic, x: Tensor, y: Tensor, batch_size: int, ceilings: Tensor) -> Tensor:
     """The pooled DV read-out (log-partition floored, as in read_out) on (x, y) of the Gaussian
-    critic keeping its k strongest canonical
-    pairs, for every k = 0 .. r (all off-diagonal pairs of each batch as marginals): [r + 1]."""
+    critic keeping its k strongest canonical pairs, its scores clamped to [floor, ceilings[k]],
+    for every k = 0 .. r (all off-diagonal pairs of each batch as marginals): [r + 1]."""
     u, v = gauss.canonical(x, y)
     rho = gauss.rho
     one_minus = 1 - rho**2
     const, quad, cross = -0.5 * torch.log1p(-(rho**2)), rho**2 / (2 * one_minus), rho / one_minus
-    joint = const - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
-    joint = torch.cat([joint.new_zeros(len(joint), 1), joint.cumsum(dim=1)], dim=1)
-    joint_mean = joint.clamp_min(gauss.floor).mean(dim=0)
+    joint = gauss.prefix_joint_scores(x, y)
+    joint_mean = torch.minimum(joint.clamp_min(gauss.floor), ceilings).mean(dim=0)
     lse, count = [], 0
     for idx in _batches(x.shape[0], batch_size, "dv", x.device):
         ub, vb = u[idx], v[idx]
         off = ~torch.eye(len(idx), dtype=torch.bool, device=x.device)
         m = torch.zeros(len(idx), len(idx), dtype=u.dtype, device=x.device)
-        per_k = [torch.logsumexp(m[off].clamp_min(gauss.floor), 0)]
+        per_k = [torch.logsumexp(m[off].clamp(gauss.floor, ceilings[0]), 0)]
         for k in range(len(rho)):
             qx, qz = quad[k] * ub[:, k] ** 2, quad[k] * vb[:, k] ** 2
             m += const[k] + cross[k] * torch.outer(ub[:, k], vb[:, k]) - qx[:, None] - qz[None, :]
-            per_k.append(torch.logsumexp(m[off].clamp_min(gauss.floor), 0))
+            per_k.append(torch.logsumexp(m[off].clamp(gauss.floor, ceilings[k + 1]), 0))
         lse.append(torch.stack(per_k))
         count += int(off.sum())
     log_partition = torch.logsumexp(torch.stack(lse), dim=0) - math.log(count)
     return joint_mean - log_partition.clamp_min(PARTITION_FLOOR)
+
+
+def _ceilings(gauss: GaussianCritic, x: Tensor, y: Tensor) -> Tensor:
+    """Per rank k, the GAUSSIAN_CEILING_QUANTILE of the joint scores on the fit sample (x, y)."""
+    return torch.quantile(gauss.prefix_joint_scores(x, y), GAUSSIAN_CEILING_QUANTILE, dim=0)
 
 
 def fit_gaussian(
@@ -378,22 +384,24 @@ def fit_gaussian(
 ) -> tuple[GaussianCritic, dict[str, float]]:
     """A :class:`GaussianCritic` whose shrinkage (none or Ledoit-Wolf) and rank (strongest
     canonical pairs kept) score best on the monitor set, refitted on training and monitor
-    samples together. Rank 0 (the zero critic, 0 nats) is a candidate, so in many dimensions at
-    small N the Gaussian part never reads far below zero. Returns the critic and its choice."""
+    samples together, its scores clamped below at GAUSSIAN_FLOOR and above at the
+    GAUSSIAN_CEILING_QUANTILE of its own joint scores on the fit sample. Rank 0 (the zero
+    critic, 0 nats) is a candidate, so in many dimensions at small N the Gaussian part never
+    reads far below zero. Returns the critic and its choice."""
     dx, dy = x.shape[1], y.shape[1]
     best: tuple[float, float | None, int] = (-math.inf, 0.0, 0)
     for shrinkage in (0.0, None):
-        candidate = (
-            GaussianCritic(dx, dy).to(x.device).fit(x, y, shrinkage=shrinkage).set_floor(GAUSSIAN_FLOOR)
-        )
-        values = _dv_by_rank(candidate, x_monitor, y_monitor, batch_size)
+        candidate = GaussianCritic(dx, dy).to(x.device).fit(x, y, shrinkage=shrinkage)
+        candidate.set_clip(GAUSSIAN_FLOOR)
+        values = _dv_by_rank(candidate, x_monitor, y_monitor, batch_size, _ceilings(candidate, x, y))
         values = torch.where(torch.isfinite(values), values, -math.inf)
         rank = int(torch.argmax(values))
         if float(values[rank]) > best[0]:
             best = (float(values[rank]), shrinkage, rank)
     value, shrinkage, rank = best
-    gauss = GaussianCritic(dx, dy).to(x.device).set_floor(GAUSSIAN_FLOOR)
-    gauss.fit(torch.cat([x, x_monitor]), torch.cat([y, y_monitor]), shrinkage=shrinkage, rank=rank)
+    x_fit, y_fit = torch.cat([x, x_monitor]), torch.cat([y, y_monitor])
+    gauss = GaussianCritic(dx, dy).to(x.device).fit(x_fit, y_fit, shrinkage=shrinkage, rank=rank)
+    gauss.set_clip(GAUSSIAN_FLOOR, max(float(_ceilings(gauss, x_fit, y_fit)[rank]), GAUSSIAN_FLOOR + 1))
     return gauss, {"monitor": value, "ledoit_wolf": float(shrinkage is None), "rank": float(rank)}
 
 

@@ -4,10 +4,12 @@ MINE paper's Figure 1 at fewer points); prints one results table, writes plots, 
 offline wandb runs under ``out``.
 
     python recipes/demo.py --config configs/demo.yaml [--ib-epochs 30] [--gaussian-n 5000]
+    python -m recipes.demo --config configs/demo.yaml                 (the same)
 
 Each IB run is ``recipes/ib.py --config configs/ib_<method>.yaml`` with ``--epochs ib_epochs``;
 the Gaussian part is ``recipes/gaussian_mi.py --config configs/gaussian_mi.yaml`` with the
-``gaussian_*`` overrides below. Under ``accelerate launch`` both recipes share the processes.
+``gaussian_*`` overrides below. Both run in this process (``recipes.common.call``), so under
+``accelerate launch`` they share its processes.
 """
 
 from __future__ import annotations
@@ -21,13 +23,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import gaussian_mi  # noqa: E402
-import ib  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mine_reg.config import load_config  # noqa: E402
+from recipes.common import ROOT, call, run  # noqa: E402
+from recipes.report import markdown_table, save_figure  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = ROOT / "configs"
 LABELS = {"baseline": "baseline", "mine": "MINE-IB", "vib": "Deep VIB"}
 
 
@@ -58,24 +59,21 @@ def run_ib(cfg: Config) -> list[dict]:
         argv += ["--mi-every", str(cfg.ib_mi_every)]
         argv += ["--seed", str(cfg.seed), "--out", str(Path(cfg.out) / f"ib_{method}")]
         start = time.perf_counter()
-        result = ib.main(load_config(ib.Config, argv))
+        result = call("ib", argv)
         results.append({**result, "seconds": time.perf_counter() - start})
     return results
 
 
 def ib_table(results: list[dict]) -> str:
-    lines = [
-        "| method | beta | test error | I(X;Z) estimate_mi | I(X;Z) encoder bounds | I(Z;Y) estimate_mi "
-        "| time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        bounds = f"{r['I_XZ_lower']:.2f} .. {r['I_XZ_upper']:.3g}"
-        lines.append(
-            f"| {label(r)} | {r['beta']:g} | {100 * r['test_error']:.1f}% "
-            f"| {r['I_XZ']:.3f} | {bounds} | {r['I_ZY']:.3f} | {r['seconds']:.0f} s |"
-        )
-    return "\n".join(lines)
+    """The IB results as markdown: error, I(X;Z) and I(Z;Y) in nats, seconds per run."""
+    columns = ["method", "beta", "test error", "I(X;Z) estimate_mi", "I(X;Z) encoder bounds"]
+    columns += ["I(Z;Y) estimate_mi", "time"]
+    rows = [
+        [label(r), f"{r['beta']:g}", f"{100 * r['test_error']:.1f}%", f"{r['I_XZ']:.3f}",
+         f"{r['I_XZ_lower']:.2f} .. {r['I_XZ_upper']:.3g}", f"{r['I_ZY']:.3f}", f"{r['seconds']:.0f} s"]
+        for r in results
+    ]  # fmt: skip
+    return markdown_table(columns, rows)
 
 
 def plot_ib(results: list[dict], path: Path) -> None:
@@ -106,12 +104,7 @@ def plot_ib(results: list[dict], path: Path) -> None:
     ax_mi.set(
         xlabel="epoch", ylabel="I(X; Z) (nats)", title="I(X; Z) on the test set (upper bound cut at 50)"
     )
-    for ax in (ax_err, ax_mi):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(cfg: Config) -> dict:
@@ -124,7 +117,7 @@ def main(cfg: Config) -> dict:
     argv += ["--rhos=" + ",".join(map(str, cfg.gaussian_rhos))]  # "=": a value may start with "-"
     argv += ["--ksg", str(cfg.gaussian_ksg).lower(), "--ksg-max-dim", str(cfg.gaussian_ksg_max_dim)]
     argv += ["--seed", str(cfg.seed)]
-    gauss_rows = gaussian_mi.main(load_config(gaussian_mi.Config, argv))
+    gauss_rows = call("gaussian_mi", argv)
     if gauss_rows is None:  # not the main process
         return {}
     out.mkdir(parents=True, exist_ok=True)
@@ -149,4 +142,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    main(load_config(Config, description=__doc__))
+    run(main, Config, __doc__)

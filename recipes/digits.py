@@ -6,6 +6,7 @@ reconstructions.
     x3, modes = stack_digits(x_train, y_train, 26_000, generator)     # [N, 3, H, W], 0..999
     clf = load_or_train_classifier("digits", "data", "outputs/classifier_digits.pt")
     modes, confidence = classify_stacked(clf, x3)                      # [N] in 0..999, [N, 3]
+    clf = shared_classifier(accelerator, "digits", "data")             # the same, once per run
 
 ``digits`` is scikit-learn's ``load_digits`` (1,797 real 8x8 digits, 1,297 train / 500 test,
 stratified), which ships with the package. ``mnist`` reads torchvision's MNIST files from
@@ -15,6 +16,7 @@ stratified), which ships with the package. ``mnist`` reads torchvision's MNIST f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +138,18 @@ def load_or_train_classifier(
     if verbose:
         print(f"digit classifier ({dataset}): test accuracy {accuracy:.4f} -> {path}")
     return clf.requires_grad_(False)
+
+
+def shared_classifier(
+    accelerator: Any, dataset: str, data_root: str, path: str | Path | None = None
+) -> DigitClassifier:
+    """:func:`load_or_train_classifier` for a run on several processes: the main process trains
+    and saves it (when ``path``, default ``outputs/classifier_<dataset>.pt``, holds none), then
+    the others load it; on CPU, frozen."""
+    with accelerator.main_process_first():
+        return load_or_train_classifier(
+            dataset, data_root, path or f"outputs/classifier_{dataset}.pt", seed=0
+        )
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ of the results under ``out`` and logs ``mi/true`` and ``mi/<estimator>`` per cas
 (offline without an account).
 
     python recipes/gaussian_mi.py --config configs/gaussian_mi.yaml [--n 5000] [--dims 2,20]
+    python -m recipes.gaussian_mi --config configs/gaussian_mi.yaml          (the same)
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 \\
         recipes/gaussian_mi.py --config configs/gaussian_mi.yaml
 
@@ -30,15 +31,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from mine_reg import estimate_mi  # noqa: E402
-from mine_reg.config import load_config  # noqa: E402
 from mine_reg.ksg import ksg_mi  # noqa: E402
 from mine_reg.synthetic import correlated_gaussian, gaussian_mi  # noqa: E402
 from mine_reg.tracking import end_tracking, init_wandb_tracking  # noqa: E402
+from recipes.common import make_accelerator, run  # noqa: E402
+from recipes.report import fmt, markdown_table, save_figure  # noqa: E402
+from recipes.training import log_image, progress  # noqa: E402
 
 MARKERS = {"mine": "o", "mine-f": "s", "ksg": "^"}
 
@@ -82,15 +83,12 @@ def run_case(cfg: Config, index: int, dim: int, rho: float, device: Any) -> dict
     return row
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def fmt(v: Any) -> str:
-        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-
-    lines = ["| d | rho | truth | " + " | ".join(columns) + " |", "|" + "---|" * (3 + len(columns))]
-    for r in rows:
-        ests = " | ".join(fmt(r.get(c)) for c in columns)
-        lines.append(f"| {r['d']} | {r['rho']:+.2f} | {r['truth']:.3f} | {ests} |")
-    return "\n".join(lines)
+def results_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Markdown: d, rho, the true MI and each estimator's read-out, in nats."""
+    cells = [
+        [r["d"], f"{r['rho']:+.2f}", f"{r['truth']:.3f}", *(fmt(r.get(c)) for c in columns)] for r in rows
+    ]
+    return markdown_table(["d", "rho", "truth", *columns], cells)
 
 
 def plot(rows: list[dict[str, Any]], cfg: Config, columns: list[str], path: Path) -> None:
@@ -105,26 +103,11 @@ def plot(rows: list[dict[str, Any]], cfg: Config, columns: list[str], path: Path
             if pts:
                 ax.plot(*zip(*pts, strict=True), MARKERS.get(name, "D"), ms=6, alpha=0.8, label=name)
         ax.set(title=f"d = {dim}, N = {cfg.n}", xlabel="rho", ylabel="I(X; Z) (nats)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def log_plot(accelerator: Accelerator, path: Path, step: int) -> None:
-    """Log the plot as a wandb.Image when a wandb run is active and pillow is installed."""
-    try:
-        import PIL  # noqa: F401
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
-        accelerator.log({"figure1": wandb.Image(str(path))}, step=step)
+    save_figure(fig, path)
 
 
 def main(cfg: Config) -> list[dict[str, Any]] | None:
-    accelerator = Accelerator(log_with="wandb")
+    accelerator = make_accelerator(seed=None)  # every case seeds itself (case_seed)
     init_wandb_tracking(
         accelerator, cfg.wandb_project, config=dataclasses.asdict(cfg), run_name="gaussian_mi"
     )
@@ -132,16 +115,15 @@ def main(cfg: Config) -> list[dict[str, Any]] | None:
     cases = [(d, rho) for d in cfg.dims for rho in cfg.rhos]
     mine = list(range(rank, len(cases), world))  # this rank's share of the case indices
     local = []
-    for i in tqdm(mine, desc="gaussian MI", unit="case", disable=not accelerator.is_main_process):
+    for i in progress(accelerator, mine, "gaussian MI", unit="case"):
         local.append({**run_case(cfg, i, *cases[i], accelerator.device), "rank": rank})
     rows = sorted(gather_object(local), key=lambda r: r["case"])
 
     result = None
     if accelerator.is_main_process:
         columns = [*cfg.estimators, *(["ksg"] if cfg.ksg else [])]
-        print(f"\nprocesses: {world}")
         print(f"\nI(X;Z) in nats, N = {cfg.n} per case (MINE / MINE-f read out on held-out data)\n")
-        print(markdown_table(rows, columns))
+        print(results_table(rows, columns))
         for r in rows:
             accelerator.log(
                 {"mi/true": r["truth"], **{f"mi/{c}": r[c] for c in columns if r.get(c) is not None}},
@@ -151,7 +133,7 @@ def main(cfg: Config) -> list[dict[str, Any]] | None:
         out.mkdir(parents=True, exist_ok=True)
         png, js = out / "gaussian_mi.png", out / "gaussian_mi.json"
         plot(rows, cfg, columns, png)
-        log_plot(accelerator, png, step=len(cases))
+        log_image(accelerator, "figure1", png, step=len(cases))
         js.write_text(
             json.dumps({"config": dataclasses.asdict(cfg), "processes": world, "rows": rows}, indent=2)
         )
@@ -163,4 +145,4 @@ def main(cfg: Config) -> list[dict[str, Any]] | None:
 
 
 if __name__ == "__main__":
-    main(load_config(Config, description=__doc__))
+    run(main, Config, __doc__)

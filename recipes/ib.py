@@ -15,6 +15,7 @@ stochastic Z, decoder linear K -> 10, beta = 1e-3, Adam (betas 0.5, 0.999), batc
     z_noise additive  z = f(x) + noise_std · eps   (the paper's "additive noise" variant)
 
     python recipes/ib.py --config configs/ib_mine.yaml [--epochs 5] [--resume auto]
+    python -m recipes.ib --config configs/ib_mine.yaml            (the same)
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
         --mixed_precision no --dynamo_backend no recipes/ib.py --config configs/ib_mine.yaml
 
@@ -28,31 +29,29 @@ of I(X;Z) and I(Z;Y). It checkpoints to ``out/checkpoint`` each epoch; the end w
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
 from einops import rearrange, repeat
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes/digits.py, also when imported
-from digits import load_images  # noqa: E402
+from mine_reg import MIRegularizer, estimate_mi
+from recipes.common import RunConfig, TrainState, finish, make_accelerator, run, start_run
+from recipes.digits import load_images
+from recipes.layers import Sample, mlp
+from recipes.training import Penalty, log_step, progress
 
-from mine_reg import MIRegularizer, estimate_mi  # noqa: E402
-from mine_reg.config import load_config  # noqa: E402
-from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics  # noqa: E402
+METHODS = ("baseline", "mine", "vib")
 
 
 @dataclass
-class Config:
+class Config(RunConfig):
     method: str = "mine"  # baseline | mine | vib
     dataset: str = "digits"  # digits (offline) | mnist (files under data_root/MNIST/raw/)
     data_root: str = "data"
@@ -71,10 +70,12 @@ class Config:
     mi_draws: int = 8  # z draws per test input in those estimates
     mi_steps: int = 400  # estimate_mi max_steps per estimate
     mi_every: int = 1  # epochs between estimate_mi runs (the last epoch always has them)
-    seed: int = 0
     out: str = "outputs/ib"
     wandb_project: str = "mine-reg-ib"
-    resume: str | None = None  # a checkpoint folder, or "auto" (out/checkpoint if it exists)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be 'baseline', 'mine' or 'vib', got {self.method!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -87,13 +88,6 @@ def load_data(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
 
 
 # ----------------------------------------------------------------------------- model
-class Sample(nn.Module):
-    """z = mean + std · eps: the layer whose output is Z (the regularizer's ``z="z"``)."""
-
-    def forward(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        return mean + std * torch.randn_like(mean)
-
-
 class IBNet(nn.Module):
     """x -> encoder MLP -> (mean, std) of q(z|x) -> z (sampled) -> linear decoder -> logits."""
 
@@ -101,14 +95,10 @@ class IBNet(nn.Module):
         super().__init__()
         if z_noise not in ("gaussian", "additive"):
             raise ValueError(f"z_noise must be 'gaussian' or 'additive', got {z_noise!r}")
-        layers, width = [], d_in
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.encoder = nn.Sequential(*layers)
+        self.encoder = mlp([d_in, *hidden], activate_last=True)
         self.z_noise, self.noise_std, self.k = z_noise, noise_std, k
-        self.stats = nn.Linear(width, 2 * k if z_noise == "gaussian" else k)
-        self.z = Sample()
+        self.stats = nn.Linear(hidden[-1] if hidden else d_in, 2 * k if z_noise == "gaussian" else k)
+        self.z = Sample()  # the regularizer's z="z"
         self.decoder = nn.Linear(k, 10)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,22 +143,6 @@ def kl_to_standard_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor
     return kl.sum(-1).mean()
 
 
-class TrainState:
-    """The epoch counter and per-epoch test metrics, checkpointed beside the model
-    (``register_for_checkpointing``)."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-        self.history: list[dict] = []
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "history": json.dumps(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self.history = json.loads(state.get("history", "[]"))
-
-
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(
     cfg: Config, accelerator: Accelerator, model: nn.Module, loader: DataLoader, mi: bool = True
@@ -210,14 +184,23 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------- training
+def build_penalty(cfg: Config, accelerator: Accelerator, model: nn.Module, beta: float) -> Penalty:
+    """The method's term beside the cross-entropy: 0 (baseline), Deep VIB's beta·KL(q(z|x) ||
+    N(0, I)), or MIRegularizer's beta·I(X; Z) (mine). The regularizer is built on the prepared
+    (possibly DDP) model and never passed to ``prepare``: it synchronises its own critic."""
+    if cfg.method == "baseline":
+        return Penalty()
+    if cfg.method == "vib":
+        return Penalty(lambda mean, std: beta * kl_to_standard_normal(mean, std))
+    reg = MIRegularizer(
+        model, x="input", z="z", beta=beta, mode="minimize", estimator=cfg.estimator,
+        lr=cfg.critic_lr, seed=cfg.seed,
+    )  # fmt: skip
+    return Penalty.of(accelerator, reg)
+
+
 def main(cfg: Config) -> dict:
-    if cfg.method not in ("baseline", "mine", "vib"):
-        raise ValueError(f"method must be 'baseline', 'mine' or 'vib', got {cfg.method!r}")
-    accelerator = Accelerator(
-        log_with="wandb", dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True)
-    )
-    accelerator.print(f"processes: {accelerator.num_processes}")
-    set_seed(cfg.seed)
+    accelerator = make_accelerator(cfg.seed)
     out = Path(cfg.out)
     mnist = cfg.dataset == "mnist"
     hidden = cfg.hidden or ([1024, 1024] if mnist else [256, 256])
@@ -235,73 +218,36 @@ def main(cfg: Config) -> dict:
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, test_loader
     )
-    # after prepare, on the prepared (possibly DDP) model; never passed to prepare: the
-    # regularizer synchronises its own critic across processes
-    reg = None
-    if cfg.method == "mine":
-        reg = MIRegularizer(
-            model, x="input", z="z", beta=beta, mode="minimize", estimator=cfg.estimator,
-            lr=cfg.critic_lr, seed=cfg.seed,
-        )  # fmt: skip
-        accelerator.register_for_checkpointing(reg)
+    penalty = build_penalty(cfg, accelerator, model, beta)
     state = TrainState()
     accelerator.register_for_checkpointing(state)
-
-    ckpt = out / "checkpoint"
-    if cfg.resume == "auto":
-        resume = ckpt if ckpt.is_dir() else None  # auto: start fresh when there is none yet
-    else:
-        resume = Path(cfg.resume) if cfg.resume else None
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        accelerator.print(f"resumed from {resume} at epoch {state.epoch}")
+    run_config = {**asdict(cfg), "hidden": hidden, "k": k, "beta": beta}
+    start_run(accelerator, cfg, run_config, run_name=f"ib_{cfg.method}_beta{beta:g}_seed{cfg.seed}")
     start_epoch = state.epoch
     accelerator.print(f"start_epoch: {start_epoch}")
-
-    run_config = {**asdict(cfg), "hidden": hidden, "k": k, "beta": beta}
-    run_name = f"ib_{cfg.method}_beta{beta:g}_seed{cfg.seed}"
-    init_wandb_tracking(accelerator, cfg.wandb_project, config=run_config, run_name=run_name, dir=str(out))
 
     metrics: dict = {}
     step = start_epoch * len(train_loader)
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_main_process
-        )
-        for x, y in bar:
+        for x, y in (bar := progress(accelerator, train_loader, f"epoch {epoch + 1}/{cfg.epochs}")):
             logits, mean, std = model(x)
-            task_loss = F.cross_entropy(logits, y)
-            loss = task_loss
-            if cfg.method == "mine":
-                loss = loss + reg()
-            elif cfg.method == "vib":
-                loss = loss + beta * kl_to_standard_normal(mean, std)
+            ce = F.cross_entropy(logits, y)
+            loss = ce + penalty(mean=mean, std=std)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
             step += 1
-            accelerator.log({"train/loss": loss.item(), "train/ce": task_loss.item()}, step=step)
-            if reg is not None:
-                log_metrics(accelerator, reg, step=step)
-                bar.set_postfix(ce=f"{task_loss.item():.3f}", mi=f"{reg.metrics()['mi']:.3f}")
-            else:
-                bar.set_postfix(ce=f"{task_loss.item():.3f}")
+            log_step(accelerator, step, penalty, bar, loss=loss, ce=ce)
 
         with_mi = (epoch + 1) % cfg.mi_every == 0 or epoch + 1 == cfg.epochs
         metrics = evaluate(cfg, accelerator, model, test_loader, mi=with_mi)
         accelerator.log({**metrics, "epoch": epoch + 1}, step=step)
         if accelerator.is_main_process:
-            line = (
-                f"epoch {epoch + 1}: test error {metrics['test/error']:.4f}  I(X;Z) encoder bounds "
-                f"{metrics['test/I_XZ_lower']:.3f}..{metrics['test/I_XZ_upper']:.3g}"
-            )
-            if with_mi:
-                line += f", estimate {metrics['test/I_XZ']:.3f}  I(Z;Y) {metrics['test/I_ZY']:.3f} nats"
-            tqdm.write(line)
+            tqdm.write(epoch_line(epoch + 1, metrics))
         state.epoch = epoch + 1
-        state.history.append({"epoch": epoch + 1, **{k.removeprefix("test/"): v for k, v in metrics.items()}})
-        accelerator.save_state(str(ckpt))
+        state.history.append({"epoch": epoch + 1, **{m.removeprefix("test/"): v for m, v in metrics.items()}})
+        accelerator.save_state(str(out / "checkpoint"))
 
     if not metrics:  # nothing left to train (resumed at the last epoch): evaluate once
         metrics = evaluate(cfg, accelerator, model, test_loader)
@@ -315,26 +261,31 @@ def main(cfg: Config) -> dict:
         "start_epoch": start_epoch,
         "processes": accelerator.num_processes,
         "test_error": metrics["test/error"],
-        "I_XZ": metrics.get("test/I_XZ", math.nan),
-        "I_XZ_lower": metrics.get("test/I_XZ_lower", math.nan),
-        "I_XZ_upper": metrics.get("test/I_XZ_upper", math.nan),
-        "I_ZY": metrics.get("test/I_ZY", math.nan),
+        **{key: metrics.get(f"test/{key}", math.nan) for key in ("I_XZ", "I_XZ_lower", "I_XZ_upper", "I_ZY")},
         "history": state.history,
     }
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        print(
-            f"{cfg.method} (beta={beta:g}, seed={cfg.seed}): test error {results['test_error']:.4f}, "
-            f"I(X;Z) {results['I_XZ']:.3f} nats (encoder bounds {results['I_XZ_lower']:.3f}.."
-            f"{results['I_XZ_upper']:.3f}), I(Z;Y) {results['I_ZY']:.3f} nats -> {out / 'results.json'}"
-        )
-    end_tracking(accelerator)  # also waits until the offline wandb run file is written
-    return results
+    return finish(accelerator, results, out, summary(results))
+
+
+def summary(results: dict) -> str:
+    """The printed last line: test error and I(X; Z), I(Z; Y) in nats."""
+    return (
+        f"{results['method']} (beta={results['beta']:g}, seed={results['seed']}): test error "
+        f"{results['test_error']:.4f}, I(X;Z) {results['I_XZ']:.3f} nats (encoder bounds "
+        f"{results['I_XZ_lower']:.3f}..{results['I_XZ_upper']:.3f}), I(Z;Y) {results['I_ZY']:.3f} nats"
+    )
+
+
+def epoch_line(epoch: int, metrics: dict) -> str:
+    """One printed line per epoch: test error and the I(X; Z) bounds and estimates in nats."""
+    line = (
+        f"epoch {epoch}: test error {metrics['test/error']:.4f}  I(X;Z) encoder bounds "
+        f"{metrics['test/I_XZ_lower']:.3f}..{metrics['test/I_XZ_upper']:.3g}"
+    )
+    if "test/I_XZ" in metrics:
+        line += f", estimate {metrics['test/I_XZ']:.3f}  I(Z;Y) {metrics['test/I_ZY']:.3f} nats"
+    return line
 
 
 if __name__ == "__main__":
-    try:
-        main(load_config(Config, description=__doc__))
-    except (FileNotFoundError, ValueError) as err:  # bad data path or setting: a message, no traceback
-        sys.exit(f"ib.py: error: {err}")
+    run(main, Config, __doc__)

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from recipes.common import ROOT, recipe_command, recipe_env
+
 TINY = ["--ib-epochs", "2", "--ib-mi-every", "2", "--gaussian-n", "2000", "--gaussian-dims", "2"]
 TINY += ["--gaussian-rhos", "0.0,0.5", "--gaussian-ksg", "false"]
 
@@ -21,12 +20,11 @@ TINY += ["--gaussian-rhos", "0.0,0.5", "--gaussian-ksg", "false"]
 @pytest.mark.slow
 def test_demo_runs_everything_and_writes_the_wandb_runs(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("WANDB_API_KEY", None)
-    env.pop("WANDB_MODE", None)  # the demo must choose offline by itself
-    env.pop("WANDB_DIR", None)
+    env = recipe_env(OMP_NUM_THREADS="1")
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):  # the demo must choose offline by itself
+        env.pop(var, None)
     proc = subprocess.run(
-        [sys.executable, "recipes/demo.py", "--config", "configs/demo.yaml", *TINY, "--out", str(out)],
+        recipe_command("demo", ["--config", "configs/demo.yaml", *TINY, "--out", str(out)], as_module=False),
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

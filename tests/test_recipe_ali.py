@@ -1,7 +1,8 @@
-"""recipes/ali.py: SSIM / MS-SSIM checks, and the recipe end to end on the offline digits data
-(a few steps each): results.json fields and images, resuming from a checkpoint, the
-missing-MNIST error (baseline config), and a two-process CPU run through ``accelerate launch``
-(with adaptive clipping, the path that differentiates through the DDP-wrapped encoder twice).
+"""recipes/ali.py: SSIM / MS-SSIM checks (recipes/image_metrics.py), and the recipe end to end on
+the offline digits data (a few steps each): results.json fields and images, resuming from a
+checkpoint, the missing-MNIST error (baseline config), and a two-process CPU run through
+``accelerate launch`` (with adaptive clipping, the path that differentiates through the
+DDP-wrapped encoder twice).
 
 The runs share one digit classifier (trained for 2 epochs by a fixture) and use tiny networks
 (width 32, z of 4 dims) for 1-2 epochs of 3 steps: batches of 400 of the 1,297 training images
@@ -12,44 +13,36 @@ produced and finite.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from recipe_runs import ROOT, launch_two_processes, read_results, run_recipe
+from recipe_runs import launch_two_processes, read_results, run_recipe
 
-RECIPE = ROOT / "recipes" / "ali.py"
+from recipes.digits import load_images, predict_digits, train_classifier
+from recipes.image_metrics import ms_ssim, ms_ssim_scales, ssim
+
+RECIPE = "ali"
 SMALL = ["--epochs", "1", "--batch-size", "400", "--hidden", "32", "--z-dim", "4", "--mi-steps", "20"]
-
-
-def _ali():
-    spec = importlib.util.spec_from_file_location("ali_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------- SSIM
 def test_ssim_identical_is_one_and_noise_lowers_it() -> None:
-    ali = _ali()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(6, 1, 28, 28, generator=gen)
     noisy = (x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-    value, scales = ali.ms_ssim(x, x)
+    value, scales = ms_ssim(x, x)
     assert scales == 2  # 28 and 14 pixels hold an 11-pixel window, 7 does not
     assert torch.allclose(value, torch.ones(6), atol=1e-5)
-    lowered, _ = ali.ms_ssim(x, noisy)
+    lowered, _ = ms_ssim(x, noisy)
     assert (lowered < 0.9).all()
     small = x[..., :8, :8]
-    assert torch.allclose(ali.ssim(small, small, window_size=3, sigma=1.0), torch.ones(6), atol=1e-5)
-    assert (ali.ssim(small, noisy[..., :8, :8], window_size=3, sigma=1.0) < 0.9).all()
-    assert ali.ms_ssim_scales(8) == 0 and ali.ms_ssim_scales(256) == 5
+    assert torch.allclose(ssim(small, small, window_size=3, sigma=1.0), torch.ones(6), atol=1e-5)
+    assert (ssim(small, noisy[..., :8, :8], window_size=3, sigma=1.0) < 0.9).all()
+    assert ms_ssim_scales(8) == 0 and ms_ssim_scales(256) == 5
     with pytest.raises(ValueError, match="too small"):
-        ali.ms_ssim(small, small)
+        ms_ssim(small, small)
 
 
 # ----------------------------------------------------------------------------- recipe runs
@@ -57,9 +50,6 @@ def test_ssim_identical_is_one_and_noise_lowers_it() -> None:
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One quickly trained digit classifier (2 epochs, not the recipe's 15) for every run in this
     file, saved as ``recipes/digits.py``'s ``load_or_train_classifier`` saves and reloads it."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from digits import load_images, predict_digits, train_classifier
-
     torch.set_num_threads(1)
     x_tr, y_tr, x_te, y_te = load_images("digits", "data", seed=0)
     clf = train_classifier(x_tr, y_tr, epochs=2, seed=0)

@@ -1,4 +1,5 @@
-"""recipes/gan_codes.py end to end, a few steps each: baseline and MINE on 25 Gaussians, stacked
+"""The GAN-codes recipes (recipes/gan_codes_grid25.py, recipes/gan_codes_stacked.py, sharing
+recipes/gan_codes.py) end to end, a few steps each: baseline and MINE on 25 Gaussians, stacked
 digits (offline), resuming from a checkpoint, the missing-MNIST error, and a two-process CPU run
 through ``accelerate launch``.
 
@@ -12,32 +13,31 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from recipe_runs import ROOT, launch_two_processes, read_results, run_recipe
+from recipe_runs import launch_two_processes, read_results, run_recipe
+
+from recipes.digits import DigitClassifier
+from recipes.gan_codes_grid25 import GRID_STD, grid_metrics, grid_modes
+from recipes.gan_codes_stacked import ConvDiscriminator, ConvGenerator, stacked_metrics
 
 pytestmark = pytest.mark.slow
 
-RECIPE = ROOT / "recipes" / "gan_codes.py"
+GRID, STACKED = "gan_codes_grid25", "gan_codes_stacked"
 SMALL = ["--steps", "10", "--batch-size", "64", "--eval-every", "5", "--ckpt-every", "5"]
 SMALL += ["--eval-samples", "500", "--curve-samples", "200", "--mi-samples", "400", "--mi-steps", "20"]
 
 
-_run = functools.partial(run_recipe, RECIPE)
+_grid = functools.partial(run_recipe, GRID)
+_stacked = functools.partial(run_recipe, STACKED)
 _results = read_results
 
 
 def _untrained_classifier(tmp_path: Path) -> Path:
     """A saved, untrained digit classifier: it stands in for the trained one (15 s to train), so
     the modes it reads are arbitrary but must be valid."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        from digits import DigitClassifier
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
     torch.manual_seed(0)
     path = tmp_path / "classifier.pt"
     torch.save({"dataset": "digits", "state": DigitClassifier().state_dict()}, path)
@@ -54,7 +54,7 @@ def _check_grid(res: dict) -> None:
 
 def test_grid25_baseline_few_steps(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = _run(
+    proc = _grid(
         tmp_path, "--config", "configs/gan_codes_grid25.yaml", *SMALL, "--out", str(out), wandb_mode="offline"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -72,7 +72,7 @@ def test_stacked_digits_few_steps(tmp_path: Path) -> None:
     takes 15 s to train), so the modes it reads are arbitrary but must be valid."""
     classifier = _untrained_classifier(tmp_path)
     out = tmp_path / "out"
-    proc = _run(
+    proc = _stacked(
         tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
         "--classifier", str(classifier),
     )  # fmt: skip
@@ -89,11 +89,11 @@ def test_stacked_digits_few_steps(tmp_path: Path) -> None:
 
 def test_resume_auto_continues_from_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    first = _run(tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out))
+    first = _grid(tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert _results(out)["start_step"] == 0
 
-    second = _run(
+    second = _grid(
         tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--steps", "15",
         "--resume", "auto", "--out", str(out),
     )  # fmt: skip
@@ -109,13 +109,13 @@ def test_resume_auto_continues_from_checkpoint(tmp_path: Path) -> None:
 def test_missing_mnist_is_a_one_line_error(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     root.mkdir()
-    proc = _run(
+    proc = _stacked(
         tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", "--dataset", "mnist",
         "--data-root", str(root), "--out", str(tmp_path / "out"),
     )  # fmt: skip
     assert proc.returncode != 0
     message = proc.stderr
-    assert "gan_codes.py: error: MNIST not found" in message and "Traceback" not in message
+    assert "gan_codes_stacked.py: error: MNIST not found" in message and "Traceback" not in message
     assert str(root / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
 
 
@@ -123,7 +123,7 @@ def test_missing_mnist_is_a_one_line_error(tmp_path: Path) -> None:
 def test_two_processes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = launch_two_processes(
-        RECIPE, tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out),
+        GRID, tmp_path, "--config", "configs/gan_codes_grid25_mine.yaml", *SMALL, "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout
@@ -140,7 +140,7 @@ def test_two_processes_stacked_conv(tmp_path: Path) -> None:
     classifier = _untrained_classifier(tmp_path)
     out = tmp_path / "out"
     proc = launch_two_processes(
-        RECIPE, tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
+        STACKED, tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
         "--classifier", str(classifier),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -152,11 +152,6 @@ def test_two_processes_stacked_conv(tmp_path: Path) -> None:
 
 
 def test_mode_metrics_on_samples_with_known_answers() -> None:
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        from gan_codes import GRID_STD, grid_metrics, grid_modes, stacked_metrics
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
     modes = grid_modes()
     gen = torch.Generator().manual_seed(0)
     # 100 samples on every mode, within 1 std: all 25 covered, all high quality, KL 0
@@ -181,11 +176,6 @@ def test_mode_metrics_on_samples_with_known_answers() -> None:
 def test_conv_networks_shapes_and_range(side: int) -> None:
     """The DCGAN-style pair on 8x8 digits and 28x28 MNIST: G(z) in [0, 1] of the data's shape, one
     logit per sample, gradients reaching the generator's input layer."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        from gan_codes import ConvDiscriminator, ConvGenerator
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
     torch.manual_seed(0)
     shape = (3, side, side)
     G, D = ConvGenerator(32, 16, shape), ConvDiscriminator(16, shape)

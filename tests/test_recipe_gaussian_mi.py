@@ -7,17 +7,14 @@ real offline wandb run under tmp_path), and two real CPU processes under ``accel
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mine_reg.synthetic import gaussian_mi
+from recipes.common import ROOT, recipe_command, recipe_env
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "gaussian_mi.py"
 CONFIG = ROOT / "configs" / "gaussian_mi.yaml"
 TIMEOUT_S = 240
 
@@ -30,8 +27,9 @@ TINY = ["--n", "1200", "--max-steps", "60"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "ACCELERATE_USE_CPU")}
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    env = recipe_env(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    for var in ("WANDB_API_KEY", "ACCELERATE_USE_CPU"):
+        env.pop(var, None)
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         env[var] = str(tmp_path / var.lower())
     return env
@@ -48,8 +46,20 @@ def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_single_process_run_writes_results_plot_and_wandb_run(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, str(RECIPE), "--config", str(CONFIG), *TINY]
-    cmd += ["--dims", "2", "--rhos", "0.0,0.5", "--ksg", "true", "--out", str(out)]
+    args = [
+        "--config",
+        str(CONFIG),
+        *TINY,
+        "--dims",
+        "2",
+        "--rhos",
+        "0.0,0.5",
+        "--ksg",
+        "true",
+        "--out",
+        str(out),
+    ]
+    cmd = recipe_command("gaussian_mi", args, as_module=False)
     proc = _run(cmd, _env(tmp_path))
 
     assert "processes: 1" in proc.stdout
@@ -80,10 +90,8 @@ def test_single_process_run_writes_results_plot_and_wandb_run(tmp_path):
 def test_two_cpu_processes_split_and_gather_every_case_once(tmp_path):
     out = tmp_path / "out"
     env = {**_env(tmp_path), "ACCELERATE_USE_CPU": "1"}
-    launcher = Path(sys.executable).parent / "accelerate"
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE), "--config", str(CONFIG)]
-    cmd += [*TINY, "--dims", "2,3", "--rhos", "0.0,0.5,0.9", "--ksg", "false", "--out", str(out)]
+    args = ["--config", str(CONFIG), *TINY, "--dims", "2,3", "--rhos", "0.0,0.5,0.9", "--ksg", "false"]
+    cmd = recipe_command("gaussian_mi", [*args, "--out", str(out)], processes=2, as_module=False)
     proc = _run(cmd, env)
 
     assert "processes: 2" in proc.stdout

@@ -14,29 +14,21 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from recipe_runs import ROOT, launch_two_processes, read_results, run_recipe
+from recipe_runs import launch_two_processes, read_results, run_recipe
 
-RECIPE = ROOT / "recipes" / "ib.py"
+from recipes.ib import encoder_mi_bounds
+
+RECIPE = "ib"
 SMALL = ["--epochs", "1", "--hidden", "64", "--k", "8", "--lr", "1e-2", "--mi-steps", "50", "--mi-every", "1"]
 LOG_500 = math.log(500)  # the digits test set: 500 inputs
 
 
-def _encoder_mi_bounds():
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        from ib import encoder_mi_bounds
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
-    return encoder_mi_bounds
-
-
 def test_encoder_bounds_on_codes_with_known_mi() -> None:
-    bounds = _encoder_mi_bounds()
+    bounds = encoder_mi_bounds
     gen = torch.Generator().manual_seed(0)
     n, k = 64, 4
     # codes 100 std apart: z identifies x, I(X; Z) = log n up to exp(-thousands)

@@ -3,9 +3,10 @@
     python recipes/benchmarks/ali_seeds.py                      # seeds 0 1 2, both configs
     python recipes/benchmarks/ali_seeds.py --table-only         # re-print from saved results
 
-Each run is ``recipes/ali.py --config configs/{ali,ali_mine}.yaml --seed S`` with
-OMP_NUM_THREADS=1 (unless set) and its output under ``--out/{ali,mine}_s{S}/``; both configs
-have the same budget (epochs, batch size, learning rates, critic). The table gives, per run and
+Each run is ``python -m recipes.ali --config configs/{ali,ali_mine}.yaml --seed S`` with
+OMP_NUM_THREADS=1 (unless set), wandb disabled (unless WANDB_MODE is set) and its output under
+``--out/{ali,mine}_s{S}/``; both configs have the same budget (epochs, batch size, learning
+rates, critic: they share ``configs/ali_base.yaml``). The table gives, per run and
 as mean ± standard deviation over seeds: the reconstruction error (mean ||x - G(E(x))||_2 over
 test images, pixels in [0, 1]), the reconstruction accuracy (the digit classifier gives x and
 its reconstruction the same label), SSIM (or MS-SSIM where the images allow), the held-out
@@ -16,70 +17,58 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from recipes.common import ROOT, run_program
+from recipes.report import markdown_table
+
 ARMS = {"ali": "configs/ali.yaml", "mine": "configs/ali_mine.yaml"}
 
 
 def run(arm: str, seed: int, out: Path, extra: list[str]) -> None:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [sys.executable, str(ROOT / "recipes" / "ali.py"), "--config", ARMS[arm], "--seed", str(seed)]
-    cmd += ["--out", str(out), *extra]
-    tick = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"ali_seeds.py: error: {' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    results = json.loads((out / "results.json").read_text())
-    results["wall_seconds"] = time.perf_counter() - tick
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(proc.stdout.strip().splitlines()[-1], f"({results['wall_seconds']:.0f} s)", flush=True)
+    results = run_program("ali", ["--config", ARMS[arm], "--seed", str(seed), *extra], out)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")  # keeps wall_seconds
+    print(f"{arm} seed {seed}: recon error {results['recon_error']:.3f} ({results['wall_seconds']:.0f} s)")
 
 
 def _ssim(r: dict) -> float:
     return r["ms_ssim"] if r.get("ms_ssim") is not None else r["ssim"]
 
 
+def mean_sd(values: list[float], fmt: str = "{:.3f}") -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
+
+
 def table(root: Path, seeds: list[int]) -> str:
-    rows = [
-        "| method | seed | recon error | recon accuracy | SSIM | I(x; z) held-out (nats) | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    summary = [
-        "| method | recon error | recon accuracy | SSIM | I(x; z) held-out (nats) |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    columns = ["recon error", "recon accuracy", "SSIM", "I(x; z) held-out (nats)"]
+    rows, summary = [], []
     for arm in ARMS:
-        found = []
-        for seed in seeds:
-            path = root / f"{arm}_s{seed}" / "results.json"
-            if not path.is_file():
-                continue
-            r = json.loads(path.read_text())
-            found.append(r)
+        paths = [root / f"{arm}_s{seed}" / "results.json" for seed in seeds]
+        found = [json.loads(p.read_text()) for p in paths if p.is_file()]
+        for r in found:
             rows.append(
-                f"| {arm} | {seed} | {r['recon_error']:.3f} | {100 * r['recon_accuracy']:.1f}% | "
-                f"{_ssim(r):.3f} | {r['I_xz_heldout']:.2f} | {r.get('wall_seconds', r['seconds']):.0f} |"
+                [
+                    arm,
+                    r["seed"],
+                    f"{r['recon_error']:.3f}",
+                    f"{100 * r['recon_accuracy']:.1f}%",
+                    f"{_ssim(r):.3f}",
+                ]
+                + [f"{r['I_xz_heldout']:.2f}", f"{r.get('wall_seconds', r['seconds']):.0f}"]
             )
         if found:
-
-            def ms(values: list[float], fmt: str = "{:.3f}") -> str:
-                sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
-
             summary.append(
-                f"| {arm} ({len(found)} seeds) | {ms([r['recon_error'] for r in found])} | "
-                f"{ms([100 * r['recon_accuracy'] for r in found], '{:.1f}')}% | "
-                f"{ms([_ssim(r) for r in found])} | {ms([r['I_xz_heldout'] for r in found], '{:.2f}')} |"
+                [f"{arm} ({len(found)} seeds)", mean_sd([r["recon_error"] for r in found])]
+                + [f"{mean_sd([100 * r['recon_accuracy'] for r in found], '{:.1f}')}%"]
+                + [mean_sd([_ssim(r) for r in found]), mean_sd([r["I_xz_heldout"] for r in found], "{:.2f}")]
             )
     kind = next((json.loads(p.read_text())["ssim_kind"] for p in root.glob("*/results.json")), "")
-    return "\n".join([*summary, "", *rows, "", f"SSIM: {kind}"])
+    per_run = markdown_table(["method", "seed", *columns, "wall s"], rows, align="lrrrrrr")
+    return "\n".join(
+        [markdown_table(["method", *columns], summary, align="lrrrr"), "", per_run, "", f"SSIM: {kind}"]
+    )
 
 
 def main() -> None:

@@ -1,13 +1,15 @@
-"""Seeds x {baseline, mine} for recipes/gan_codes.py, one run at a time; prints markdown tables.
+"""Seeds x {baseline, mine} for the GAN-codes recipes (recipes/gan_codes_{grid25,stacked}.py);
+prints markdown tables.
 
     python recipes/benchmarks/gan_codes_seeds.py                       # grid25 and stacked, seeds 0,1,2
     python recipes/benchmarks/gan_codes_seeds.py --problems grid25 --seeds 0 -- --steps 1000
     python recipes/benchmarks/gan_codes_seeds.py --problems stacked --seeds 0,1,2,3,4,5 --jobs 2
 
-Each run is ``recipes/gan_codes.py --config configs/gan_codes_<problem>[_mine].yaml --seed S`` with
-the offline defaults of those configs (baseline and MINE share every budget setting), as a
-subprocess with ``OMP_NUM_THREADS=1`` (one CPU thread; ``--jobs`` runs at once, one per core) and,
-unless ``WANDB_MODE`` is set, wandb disabled. Arguments after ``--`` go to every run. Results:
+Each run is ``python -m recipes.gan_codes_<problem> --config
+configs/gan_codes_<problem>[_mine].yaml --seed S`` with the offline defaults of those configs
+(baseline and MINE share every budget setting: both inherit ``gan_codes_<problem>_base.yaml``),
+as a subprocess with ``OMP_NUM_THREADS=1`` (one CPU thread; ``--jobs`` runs at once, one per
+core) and, unless ``WANDB_MODE`` is set, wandb disabled. Arguments after ``--`` go to every run. Results:
 ``OUT/<problem>_<method>_s<seed>/results.json`` per run, ``OUT/summary.json`` and the tables
 (modes, high-quality % or the percentage of confidently classified stacked samples, KL in nats,
 held-out I(G(z); c) in nats, training seconds) with per-seed rows and the mean.
@@ -17,79 +19,49 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "gan_codes.py"
+from recipes.common import ROOT, run_program
+from recipes.report import markdown_table
 
 
 def run(problem: str, method: str, seed: int, out: Path, extra: list[str]) -> dict:
     """One recipe run as a subprocess; its results.json plus the wall time in seconds."""
     config = ROOT / "configs" / f"gan_codes_{problem}{'_mine' if method == 'mine' else ''}.yaml"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.setdefault("WANDB_MODE", "disabled")
-    cmd = [
-        sys.executable,
-        str(RECIPE),
-        "--config",
-        str(config),
-        "--seed",
-        str(seed),
-        "--out",
-        str(out),
-        *extra,
-    ]
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    return {**json.loads((out / "results.json").read_text()), "wall_seconds": wall}
+    return run_program(f"gan_codes_{problem}", ["--config", str(config), "--seed", str(seed), *extra], out)
 
 
 def table(rows: list[dict], problem: str) -> str:
     """Markdown: one row per run, then the mean of each method."""
     grid = problem == "grid25"
-    total = 25 if grid else 1000
     quality = "high_quality_pct" if grid else "confident_pct"
-    cols = ["method", "seed", f"modes (of {total})", "high quality %" if grid else "confident %", "KL (nats)"]
-    cols += ["I(G(z);c) (nats)", "train s", "wall s"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    columns = [
+        "method",
+        "seed",
+        f"modes (of {25 if grid else 1000})",
+        "high quality %" if grid else "confident %",
+    ]
+    columns += ["KL (nats)", "I(G(z);c) (nats)", "train s", "wall s"]
 
-    def fmt(r: dict, seed: str) -> str:
-        cells = [r["method"], seed, f"{r['modes']:.1f}" if seed == "mean" else str(r["modes"])]
-        cells += [f"{r[quality]:.1f}"]
-        cells += [
-            f"{r['kl']:.3f}",
-            f"{r['I_Gc']:.2f}",
+    def cells(r: dict, seed: str) -> list[str]:
+        modes = f"{r['modes']:.1f}" if seed == "mean" else str(r["modes"])
+        return [r["method"], seed, modes, f"{r[quality]:.1f}", f"{r['kl']:.3f}", f"{r['I_Gc']:.2f}"] + [
             f"{r['train_seconds']:.0f}",
             f"{r['wall_seconds']:.0f}",
         ]
-        return "| " + " | ".join(cells) + " |"
 
-    for method in ("baseline", "mine"):
-        runs = [r for r in rows if r["method"] == method]
-        lines += [fmt(r, str(r["seed"])) for r in runs]
+    lines = [
+        cells(r, str(r["seed"])) for method in ("baseline", "mine") for r in rows if r["method"] == method
+    ]
     for method in ("baseline", "mine"):
         runs = [r for r in rows if r["method"] == method]
         if runs:
-            keys = [
-                "modes",
-                "kl",
-                "I_Gc",
-                "train_seconds",
-                "wall_seconds",
-                quality,
-            ]
+            keys = ["modes", "kl", "I_Gc", "train_seconds", "wall_seconds", quality]
             mean = {k: statistics.fmean(r[k] for r in runs) for k in keys}
-            lines.append(fmt({**mean, "method": f"**{method}**"}, "mean"))
-    return "\n".join(lines)
+            lines.append(cells({**mean, "method": f"**{method}**"}, "mean"))
+    return markdown_table(columns, lines)
 
 
 def main() -> None:
@@ -103,6 +75,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gan_codes_seeds")
     parser.add_argument("extra", nargs="*", help="arguments for every run, after --")
     args = parser.parse_args()
+    if not set(args.problems.split(",")) <= {"grid25", "stacked"}:
+        parser.error(f"--problems takes grid25 and/or stacked, got {args.problems!r}")
     summary: dict[str, list[dict]] = {}
     for problem in args.problems.split(","):
         jobs = [(m, int(s)) for m in args.methods.split(",") for s in args.seeds.split(",")]

@@ -16,24 +16,21 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RECIPES = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(RECIPES))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
-import ib  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mine_reg.config import load_config  # noqa: E402
+from recipes.common import ROOT, call, run  # noqa: E402
+from recipes.report import markdown_table, save_figure  # noqa: E402
 
-CONFIGS = RECIPES.parent / "configs"
+CONFIGS = ROOT / "configs"
 METRICS = ("test_error", "I_XZ", "I_XZ_lower", "I_XZ_upper", "I_ZY")
 
 
@@ -78,7 +75,7 @@ def main(cfg: Config) -> list[dict]:
             argv += ["--epochs", str(cfg.epochs), "--mi-every", str(cfg.epochs)]
             argv += ["--out", str(out / f"{method}_{'_'.join(extra[1::2])}_{seed}")]
             start = time.perf_counter()
-            result = ib.main(load_config(ib.Config, argv))
+            result = call("ib", argv)
             runs.append({**result, "seconds": time.perf_counter() - start})
         rows.append(
             {"arm": label, "method": method, "beta": runs[0]["beta"], **summarize(runs), "runs": runs}
@@ -87,21 +84,25 @@ def main(cfg: Config) -> list[dict]:
 
     n = len(cfg.seeds)
     print(f"\nIB on digits 8x8, {cfg.epochs} epochs, mean ± sd over {n} seeds (500 test digits per seed)\n")
-    print(
-        "| arm | beta | test error (%) | I(X;Z) estimate | I(X;Z) lower bound | I(X;Z) upper bound "
-        "| I(Z;Y) | s/run |\n|---|---|---|---|---|---|---|---|"
-    )
-    for r in rows:
-        pm = lambda k, s=1.0, f=".2f", r=r: f"{s * r[k]:{f}} ± {s * r[k + ' sd']:{f}}"  # noqa: E731
-        print(
-            f"| {r['arm']} | {r['beta']:g} | {pm('test_error', 100)} | {pm('I_XZ')} | {pm('I_XZ_lower')} "
-            f"| {pm('I_XZ_upper', f='.3g')} | {pm('I_ZY')} | {r['seconds']:.0f} |"
-        )
+    print(sweep_table(rows))
     out.mkdir(parents=True, exist_ok=True)
     (out / "ib_sweep.json").write_text(json.dumps({"config": cfg.__dict__, "rows": rows}, indent=2) + "\n")
     plot(rows, out / "ib_sweep.png")
     print(f"\njson: {out / 'ib_sweep.json'}\nplot: {out / 'ib_sweep.png'}")
     return rows
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """Markdown: per arm and beta, mean ± sd of test error (%), the I(X;Z) read-outs and I(Z;Y)."""
+    columns = ["arm", "beta", "test error (%)", "I(X;Z) estimate", "I(X;Z) lower bound", "I(X;Z) upper bound"]
+    cells = []
+    for r in rows:
+        pm = lambda k, s=1.0, f=".2f", r=r: f"{s * r[k]:{f}} ± {s * r[k + ' sd']:{f}}"  # noqa: E731
+        cells.append(
+            [r["arm"], f"{r['beta']:g}", pm("test_error", 100), pm("I_XZ"), pm("I_XZ_lower")]
+            + [pm("I_XZ_upper", f=".3g"), pm("I_ZY"), f"{r['seconds']:.0f}"]
+        )
+    return markdown_table([*columns, "I(Z;Y)", "s/run"], cells)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -121,13 +122,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax_mi.plot(betas, [r["I_XZ"] for r in sub], "x:", color=color, label=f"{arm}: estimate_mi")
     ax_err.set(xscale="log", xlabel="beta", ylabel="test error (%)")
     ax_mi.set(xscale="log", xlabel="beta", ylabel="I(X; Z) on test digits (nats)")
-    for ax in (ax_err, ax_mi):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    main(load_config(Config, description=__doc__))
+    run(main, Config, __doc__)

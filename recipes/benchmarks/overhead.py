@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mine_reg import MIRegularizer
+from recipes.report import markdown_table
 
 BATCH = 100
 DEFAULT_HIDDEN: tuple[int, ...] = tuple(inspect.signature(MIRegularizer).parameters["hidden"].default)
@@ -159,16 +160,25 @@ def report(variants: list[Variant], args: argparse.Namespace) -> str:
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {cpu}; "
         f"median of {args.steps} steps per variant (after {args.warmup} warm-up), blocks of {args.block}",
         "",
-        "| variant | critic params | ms/step (median) | 25-75% (ms) | ratio | <= 1.25x |",
-        "|---|---:|---:|---:|---:|:---:|",
     ]
+    rows = []
     for v in variants:
         q1, med, q3 = quartiles(v.times)
         n_params = sum(p.numel() for p in v.reg.critic_parameters()) if v.reg is not None else 0
         ratio = med / base
         ok = "" if v.reg is None else ("yes" if ratio <= TARGET_RATIO else "no")
-        spread = f"{q1 * 1e3:.2f}-{q3 * 1e3:.2f}"
-        lines.append(f"| {v.name} | {n_params:,} | {med * 1e3:.2f} | {spread} | {ratio:.3f} | {ok} |")
+        rows.append(
+            [
+                v.name,
+                f"{n_params:,}",
+                f"{med * 1e3:.2f}",
+                f"{q1 * 1e3:.2f}-{q3 * 1e3:.2f}",
+                f"{ratio:.3f}",
+                ok,
+            ]
+        )
+    columns = ["variant", "critic params", "ms/step (median)", "25-75% (ms)", "ratio", "<= 1.25x"]
+    lines.append(markdown_table(columns, rows, align="lrrrrc"))
     return "\n".join(lines)
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 from recipe_runs import ROOT, run_recipe
 
+from recipes.benchmarks import contention
+
 SCRIPT = ROOT / "recipes" / "benchmarks" / "contention.py"
-sys.path.insert(0, str(SCRIPT.parent))
-import contention  # noqa: E402
 
 HEADER = "| condition | setting | runs | median (s) | min (s) | max (s) | median / idle median |"
 

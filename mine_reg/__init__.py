@@ -3,8 +3,16 @@
 from . import bounds, synthetic
 from .bounds import dv, infonce, jsd, nwj, smile
 from .club import CLUB, GaussianConditional
-from .critics import BoundedCritic, ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
-from .estimate import MIResult, estimate_mi
+from .critics import (
+    BoundedCritic,
+    ConcatCritic,
+    GaussianCritic,
+    InputNoise,
+    SeparableCritic,
+    SumCritic,
+    score_pairs,
+)
+from .estimate import EstimateOptions, EstimateWarning, MIResult, estimate_mi
 from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
 from .regularizer import MIRegularizer
 
@@ -23,12 +31,15 @@ __all__ = [
     "GaussianCritic",
     "SumCritic",
     "BoundedCritic",
+    "InputNoise",
     "score_pairs",
     "MIEstimator",
     "MIOutput",
     "EMALogPartition",
     "ESTIMATORS",
     "estimate_mi",
+    "EstimateOptions",
+    "EstimateWarning",
     "MIRegularizer",
     "CLUB",
     "GaussianConditional",

@@ -31,7 +31,14 @@ from scipy.stats import t as student_t
 from torch import Tensor
 
 from .bounds import log_mean_exp
-from .critics import BoundedCritic, ConcatCritic, GaussianCritic, Marginals, SeparableCritic, SumCritic
+from .critics import (
+    BoundedCritic,
+    ConcatCritic,
+    GaussianCritic,
+    Marginals,
+    SeparableCritic,
+    SumCritic,
+)
 from .discrete import plugin_mi
 from .estimator import ESTIMATORS, MIEstimator
 from .preprocess import PREPROCESS, Prepared, preprocess_pair, validate_pair
@@ -659,6 +666,7 @@ def estimate_mi(x: Any, y: Any, estimator: str = "mine", **options: Any) -> MIRe
 
 def _critic_result(prepared: Prepared, opts: EstimateOptions, start: float) -> MIResult:
     torch_state = torch.random.get_rng_state()
+    torch.manual_seed(opts.seed)  # any randomness a user's critic draws from the global generator
     try:
         # inference_mode(False) + enable_grad: also when called inside an eval loop
         with torch.inference_mode(False), torch.enable_grad(), _scoped_threads(opts):

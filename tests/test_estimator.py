@@ -22,6 +22,7 @@ from mine_reg.critics import (
     BoundedCritic,
     ConcatCritic,
     GaussianCritic,
+    InputNoise,
     SeparableCritic,
     SumCritic,
     score_pairs,
@@ -465,3 +466,22 @@ def test_bounded_critic_clips_softly_and_keeps_the_matrix_path():
     small = torch.full((4,), 0.01)
     assert torch.allclose(3.0 * torch.tanh(small / 3.0), small, atol=1e-6)  # ~identity near 0
     assert not hasattr(BoundedCritic(ConcatCritic(3, 2)), "score_matrix")
+
+
+def test_input_noise_only_in_training_and_keeps_the_matrix_path():
+    inner = _randomise_last_layer(SeparableCritic(3, 2, hidden=(8,), embed_dim=4), seed=14)
+    critic = InputNoise(inner, std=0.5)
+    x, z = torch.randn(16, 3), torch.randn(16, 2)
+    critic.eval()
+    torch.testing.assert_close(critic(x, z), inner(x, z))
+    torch.testing.assert_close(critic.score_matrix(x, z), inner.score_matrix(x, z))
+    critic.train()
+    torch.manual_seed(0)
+    noisy = critic.score_matrix(x, z)
+    torch.manual_seed(0)
+    expected = inner.score_matrix(x + 0.5 * torch.randn_like(x), z + 0.5 * torch.randn_like(z))
+    torch.testing.assert_close(noisy, expected)
+    assert not torch.allclose(noisy, inner.score_matrix(x, z))
+    assert not hasattr(InputNoise(ConcatCritic(3, 2), 0.1), "score_matrix")
+    with pytest.raises(ValueError, match="std must be >= 0"):
+        InputNoise(inner, -1.0)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .config import parse_value
 from .estimate import EstimateOptions, EstimateWarning, estimate_mi
 
 __all__ = ["main", "build_parser"]
@@ -38,24 +39,25 @@ class InputError(Exception):
     """Bad input detected by the CLI itself (file or key missing, unreadable file, ...)."""
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    """'128,128' -> (128, 128); '' -> () (no hidden layer)."""
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip() != "")
-    except ValueError:
-        values = (0,)
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 128,128, got {text!r}"
-        )
-    return values
-
-
-def _flag_type(hint: Any) -> Any:
-    """The argparse ``type`` for a field's annotation: the first non-None member of a union."""
+def _option_type(name: str, hint: Any) -> Any:
+    """argparse ``type`` for a field of :class:`EstimateOptions`: :func:`parse_value` with a
+    message naming the expected form."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    return _int_list if typing.get_origin(hint) is tuple else hint
+    form = (
+        "comma-separated positive integers such as 128,128"
+        if typing.get_origin(hint) is tuple
+        else "a number"
+    )
+
+    def convert(text: str) -> Any:
+        try:
+            return parse_value(text, hint)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {form}, got {text!r}") from None
+
+    convert.__name__ = name
+    return convert
 
 
 def _add_option_flags(group: argparse._ArgumentGroup) -> None:
@@ -67,7 +69,7 @@ def _add_option_flags(group: argparse._ArgumentGroup) -> None:
         if hints[f.name] is bool:
             group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
             continue
-        kind = str if f.name == "critic" else _flag_type(hints[f.name])
+        kind = str if f.name == "critic" else _option_type(f.name, hints[f.name])
         group.add_argument(
             flag, type=kind, choices=meta.get("choices"), default=argparse.SUPPRESS, help=help_text
         )
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: str, want_npz: bool) -> Any:
+    """An .npy array, or the (x, y) arrays of an .npz archive; InputError naming what is wrong."""
     p = Path(path)
     if not p.is_file():
         raise InputError(
@@ -103,19 +106,21 @@ def _load(path: str, want_npz: bool) -> Any:
         data = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise InputError(f"could not read {path} as a NumPy .npy/.npz file: {e}") from None
-    is_npz = isinstance(data, np.lib.npyio.NpzFile)
-    if is_npz and not want_npz:
-        data.close()
-        raise InputError(f"{path} is an .npz archive; pass it as the positional FILE.npz instead")
-    if want_npz and not is_npz:
-        raise InputError(f"{path} holds a single array, not an .npz archive; for .npy files use --x and --y")
+    if isinstance(data, np.lib.npyio.NpzFile) != want_npz:
+        hint = (
+            "pass it as the positional FILE.npz instead"
+            if want_npz is False
+            else "for .npy files use --x and --y"
+        )
+        kind = "is an .npz archive" if not want_npz else "holds a single array, not an .npz archive"
+        raise InputError(f"{path} {kind}; {hint}")
     if not want_npz:
         return data
     with data:
-        missing = [k for k in ("x", "y") if k not in data.files]
-        if missing:
-            present = ", ".join(repr(k) for k in data.files) or "none"
-            raise InputError(f"{path} has no array named {missing[0]!r} (arrays present: {present})")
+        for key in ("x", "y"):
+            if key not in data.files:
+                present = ", ".join(repr(k) for k in data.files) or "none"
+                raise InputError(f"{path} has no array named {key!r} (arrays present: {present})")
         return data["x"], data["y"]
 
 

@@ -30,23 +30,25 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["load_config", "read_config_file", "BASE_KEY"]
+__all__ = ["load_config", "read_config_file", "parse_value", "BASE_KEY"]
 
 T = TypeVar("T")
 
 BASE_KEY = "base"  # the YAML key naming the file a config inherits from
 
 
-def _parse(text: str, hint: Any) -> Any:
+def parse_value(text: str, hint: Any) -> Any:
+    """A command-line string as a value of the annotated type ``hint`` (int, float, str, bool,
+    lists and tuples as comma-separated values, optionals with "none"); ValueError if it is not."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if text.lower() in ("none", "null"):
             return None
-        return _parse(text, args[0])
+        return parse_value(text, args[0])
     if origin in (list, tuple, Sequence):
         (item,) = typing.get_args(hint)[:1] or (str,)
-        values = [_parse(v, item) for v in text.split(",") if v != ""]
+        values = [parse_value(v, item) for v in text.split(",") if v != ""]
         return tuple(values) if origin is tuple else values
     if hint is bool:
         if text.lower() in ("1", "true", "yes", "on"):
@@ -119,7 +121,7 @@ def load_config(cls: type[T], argv: Sequence[str] | None = None, description: st
         text = getattr(args, name)
         if text is not None:
             try:
-                values[name] = _parse(text, hints[name])
+                values[name] = parse_value(text, hints[name])
             except ValueError as err:
                 parser.error(f"--{name.replace('_', '-')}: {err}")
     return cls(**values)

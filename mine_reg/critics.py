@@ -28,6 +28,7 @@ __all__ = [
     "SumCritic",
     "BoundedCritic",
     "InputNoise",
+    "RadialCritic",
     "score_pairs",
     "Marginals",
     "ledoit_wolf",
@@ -282,6 +283,38 @@ class GaussianCritic(nn.Module):
         cross = (u * (rho / one_minus)) @ v.T
         m = cross - rearrange(qx, "b -> b 1") - rearrange(qz, "c -> 1 c") + const.sum()
         return m.clamp(self.floor, self.ceiling).to(x.dtype)
+
+
+class RadialCritic(nn.Module):
+    """A 1 x 1 :class:`GaussianCritic` on the log mean square of each side,
+    ``log(mean_j x_j²)`` and ``log(mean_j z_j²)``: the dependence that elliptical distributions
+    such as the multivariate Student-t carry in a shared scale, which a Gaussian critic on the
+    coordinates cannot see. Fit it with :meth:`fit`; keeps ``score_matrix``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gaussian = GaussianCritic(1, 1)
+
+    @staticmethod
+    def feature(a: Tensor) -> Tensor:
+        """[B, d] -> [B, 1]: log of the mean square over the features (float64)."""
+        return torch.log((a.double() ** 2).mean(dim=1, keepdim=True) + 1e-12)
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, z: Tensor, ceiling_quantile: float = 0.99, floor: float = -5.0) -> RadialCritic:
+        """Fit on samples x [N, dx], z [N, dz] (no shrinkage: two features), scores clamped to
+        [floor, the ``ceiling_quantile`` of the joint scores on the fit sample]."""
+        fx, fz = self.feature(x), self.feature(z)
+        self.gaussian.fit(fx, fz, shrink=False)
+        ceiling = float(torch.quantile(self.gaussian(fx, fz), ceiling_quantile))
+        self.gaussian.set_clip(floor, max(ceiling, floor + 1))
+        return self
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.gaussian(self.feature(x), self.feature(z)).to(x.dtype)
+
+    def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.gaussian.score_matrix(self.feature(x), self.feature(z)).to(x.dtype)
 
 
 class BoundedCritic(nn.Module):

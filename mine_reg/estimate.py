@@ -36,6 +36,7 @@ from .critics import (
     ConcatCritic,
     GaussianCritic,
     Marginals,
+    RadialCritic,
     SeparableCritic,
     SumCritic,
 )
@@ -412,6 +413,26 @@ def fit_gaussian(
     return gauss, {"monitor": value, "ledoit_wolf": float(shrinkage is None), "rank": float(rank)}
 
 
+def closed_form_part(split: Split) -> torch.nn.Module:
+    """The default critic's closed-form part: :func:`fit_gaussian`, plus a :class:`RadialCritic`
+    (shared-scale dependence of elliptical data, for two or more columns a side) when adding it
+    scores higher on the monitor set; the radial part is fitted on the training samples for that
+    choice, then refitted on training and monitor samples together."""
+    gauss, _ = fit_gaussian(split.x_train, split.y_train, split.x_monitor, split.y_monitor, split.batch_size)
+    if min(split.x_train.shape[1], split.y_train.shape[1]) < 2:  # a scale is shared by several coordinates
+        return gauss
+    with_radial = SumCritic(gauss, RadialCritic().to(split.x_train.device).fit(split.x_train, split.y_train))
+
+    def monitor(critic: torch.nn.Module) -> float:
+        est = MIEstimator(critic, "mine", "all", sync_ema=False)
+        return read_out(est, split.x_monitor, split.y_monitor, split.batch_size, split.generator)[0]
+
+    if not monitor(with_radial) > monitor(gauss):
+        return gauss
+    x_fit, y_fit = torch.cat([split.x_train, split.x_monitor]), torch.cat([split.y_train, split.y_monitor])
+    return SumCritic(gauss, RadialCritic().to(split.x_train.device).fit(x_fit, y_fit))
+
+
 def _build_critic(split: Split, options: EstimateOptions) -> torch.nn.Module:
     if isinstance(options.critic, torch.nn.Module):
         return options.critic
@@ -420,7 +441,7 @@ def _build_critic(split: Split, options: EstimateOptions) -> torch.nn.Module:
         return SeparableCritic(dx, dy, options.hidden, options.embed_dim)
     if options.critic == "concat":
         return ConcatCritic(dx, dy, options.hidden)
-    gauss, _ = fit_gaussian(split.x_train, split.y_train, split.x_monitor, split.y_monitor, split.batch_size)
+    gauss = closed_form_part(split)
     if options.critic == "gaussian":
         return gauss
     residual = BoundedCritic(SeparableCritic(dx, dy, options.hidden, options.embed_dim), bound=RESIDUAL_BOUND)

@@ -240,14 +240,16 @@ class MIMonitor:
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ measuring
-    def step(self, step: int) -> dict[str, Any] | None:
+    def step(self, step: int, log_step: int | None = None) -> dict[str, Any] | None:
         """Measure (and log) when ``step`` is a multiple of ``every`` and not yet in the history
-        (a resumed run does not repeat a measurement); returns the new record or None."""
+        (a resumed run does not repeat a measurement); returns the new record or None.
+        ``log_step``: the trackers' step to file the values under (default ``step``), e.g. the
+        optimizer step when ``step`` counts epochs."""
         if step % self.every != 0 or any(r["step"] == step for r in self.history):
             return None
-        return self.measure(step)
+        return self.measure(step, log_step)
 
-    def measure(self, step: int) -> dict[str, Any]:
+    def measure(self, step: int, log_step: int | None = None) -> dict[str, Any]:
         """Capture the layers on the probe, estimate every quantity, append the record
         ``{"step", "seconds", "layers": {name: {"x_t", "x_t_stderr", "t_y", "warnings"}}}``
         (nats; ``t_y`` only with labels, and ``t_y_stderr`` with ``t_y="critic"``) to
@@ -265,7 +267,7 @@ class MIMonitor:
             "layers": {name: layers[name] for name in self.names},
         }
         self.history.append(record)
-        self.log(record)
+        self.log(record, log_step)
         return record
 
     def capture(self) -> tuple[Tensor, dict[str, Tensor]]:
@@ -308,7 +310,10 @@ class MIMonitor:
             out[key], out[f"{key}_stderr"] = float(result.mi), float(result.stderr)
             out["warnings"] += [f"{key}: {w}" for w in result.warnings]
         if y is not None and self.t_y == "classifier":
-            out["t_y"] = classifier_bound(t, labels, seed=self.seed)
+            bound = classifier_bound(t, labels, seed=self.seed)
+            out["t_y"] = max(0.0, bound)  # MI >= 0: a held-out bound below 0 found nothing
+            if bound < 0:
+                out["warnings"].append(f"t_y: the held-out classifier bound {bound:.3f} nats read as 0")
         return out
 
     # ------------------------------------------------------------------ logging and state
@@ -324,12 +329,13 @@ class MIMonitor:
             if key in values
         }
 
-    def log(self, record: dict[str, Any]) -> None:
-        """Send a record's metrics to the accelerator's trackers (main process; no-op without one)."""
+    def log(self, record: dict[str, Any], log_step: int | None = None) -> None:
+        """Send a record's metrics (and ``{prefix}seconds``, the wall time of the measurement) to
+        the accelerator's trackers at ``log_step`` (default: the record's step); main process
+        only, a no-op without an accelerator."""
         if self.accelerator is not None:
-            self.accelerator.log(
-                {**self.metrics(record), f"{self.prefix}seconds": record["seconds"]}, step=record["step"]
-            )
+            values = {**self.metrics(record), f"{self.prefix}seconds": record["seconds"]}
+            self.accelerator.log(values, step=record["step"] if log_step is None else log_step)
 
     def state_dict(self) -> dict[str, Any]:
         """The history (JSON), for ``accelerator.register_for_checkpointing`` or ``torch.save``."""

@@ -284,6 +284,11 @@ class MIMonitor:
                 for start in range(0, self.n, size):
                     root(*(p[start : start + size].to(device) for p in self.probe))
                     for tap, part in zip(taps, parts, strict=True):
+                        if not tap.fired:
+                            raise ValueError(
+                                f"{tap.where} was not computed by the model's forward pass on the probe "
+                                "(a submodule the forward never calls?)"
+                            )
                         part.append(rearrange(tap.take().detach().float().cpu(), "n ... -> n (...)"))
         finally:
             for tap in taps:

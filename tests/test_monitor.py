@@ -92,6 +92,15 @@ def test_wrong_layer_name_lists_the_real_ones():
     assert "body.1" in str(err.value) and "body.4" in str(err.value)
 
 
+def test_a_layer_the_forward_never_runs_is_named():
+    model = Net()
+    model.unused = nn.Linear(2, 2)
+    monitor = _monitor(model, layers=["body.1", "unused"])
+    with pytest.raises(ValueError, match="'unused' was not computed by the model's forward"):
+        monitor.measure(0)
+    assert monitor.history == []
+
+
 def test_bad_options_are_value_errors():
     with pytest.raises(ValueError, match="max_steps"):
         _monitor(Net(), estimate_options={"max_steps": 0})

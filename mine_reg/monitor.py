@@ -154,13 +154,13 @@ class MIMonitor:
             spec of :mod:`mine_reg.hooks`); a name that is not a submodule is a ValueError listing
             the closest real ones. Keys in logs and history are ``str(spec)`` unless ``names``.
         probe: the fixed held-out inputs: a tensor [N, ...] passed as ``model(probe)``, or a tuple
-            of positional inputs. Move nothing: the probe follows the model's device.
+            of positional inputs, kept where it is and moved to the model's device one batch at a time.
         y: labels of the probe for I(T; Y): integer classes [N] (one-hot encoded) or a float
             tensor [N, ...]; None: only I(X; T).
         x: the spec of X (default ``"input"``, the model's first input, flattened per sample).
         every: :meth:`step` measures when its counter is a multiple of ``every`` (steps or epochs,
             whichever you pass).
-        noise: s >= 0 in nats-free units of T: measure I(X; T + N(0, s²)) and I(T + N(0, s²); Y)
+        noise: s >= 0, in the units of T: measure I(X; T + N(0, s²)) and I(T + N(0, s²); Y)
             (see the module docstring for why a deterministic layer needs it). 0: T itself.
         noise_draws: noisy copies of each probe sample when ``noise`` > 0 (more samples for the
             estimate, the same X; N·noise_draws pairs per estimate).
@@ -196,7 +196,8 @@ class MIMonitor:
         seed: int = 0,
         t_y: str = "auto",
     ) -> None:
-        if isinstance(layers, str | tuple) or callable(layers):
+        single_pair = isinstance(layers, tuple) and len(layers) == 2 and callable(layers[1])
+        if isinstance(layers, str) or callable(layers) or single_pair:
             layers = [layers]
         layers = list(layers)
         if not layers:

@@ -252,7 +252,7 @@ class MIMonitor:
 
     def measure(self, step: int, log_step: int | None = None) -> dict[str, Any]:
         """Capture the layers on the probe, estimate every quantity, append the record
-        ``{"step", "seconds", "layers": {name: {"x_t", "x_t_stderr", "t_y", "warnings"}}}``
+        ``{"step", "noise", "seconds", "layers": {name: {"x_t", "x_t_stderr", "t_y", "warnings"}}}``
         (nats; ``t_y`` only with labels, and ``t_y_stderr`` with ``t_y="critic"``) to
         :attr:`history`, log it, and return it. Identical on every rank."""
         started = time.perf_counter()
@@ -264,6 +264,7 @@ class MIMonitor:
         layers = _all_gather_dicts(mine, world)
         record = {
             "step": int(step),
+            "noise": self.noise,
             "seconds": _max_over_ranks(time.perf_counter() - started, world),
             "layers": {name: layers[name] for name in self.names},
         }

@@ -75,6 +75,13 @@ def _series(history: Sequence[dict], key: str) -> dict[str, list[tuple[int, floa
     return out
 
 
+def _labels(history: Sequence[dict]) -> tuple[str, str]:
+    """Axis names: T + N when the history's measurements added noise."""
+    noisy = any(r.get("noise", 0) for r in history)
+    t = "T+N" if noisy else "T"
+    return f"I(X;{t}) (nats)", f"I({t};Y) (nats)"
+
+
 def plot_information_plane(
     history: Sequence[dict], path: str | Path, title: str | None = None, ax: Any = None
 ) -> Path | None:
@@ -101,8 +108,9 @@ def plot_information_plane(
             xv, yv, c=s, cmap="viridis", norm=norm, marker=_MARKERS[i % len(_MARKERS)],
             edgecolors="black", linewidths=0.3, label=name, s=30,
         )  # fmt: skip
-    ax.set_xlabel("I(X;T) (nats)")
-    ax.set_ylabel("I(T;Y) (nats)")
+    xlabel, ylabel = _labels(history)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "information plane")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, title="layer", title_fontsize=7)
@@ -114,7 +122,8 @@ def plot_information_plane(
 def plot_mi_over_time(history: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
     """Each layer's I(X;T) (left) and, when present, I(T;Y) (right) against the step, in nats."""
     plt = _pyplot()
-    panels = [("x_t", "I(X;T) (nats)")] + ([("t_y", "I(T;Y) (nats)")] if _series(history, "t_y") else [])
+    xlabel, ylabel = _labels(history)
+    panels = [("x_t", xlabel)] + ([("t_y", ylabel)] if _series(history, "t_y") else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         for i, (name, points) in enumerate(_series(history, key).items()):

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -245,9 +246,22 @@ def _two_rank_run(out: str) -> None:
 
 @pytest.mark.distributed
 def test_two_processes_hold_and_log_identical_values(tmp_path):
-    from accelerate import debug_launcher
+    # accelerate's debug_launcher, on a free port rather than its fixed 29500 (which other
+    # runs on a shared machine may hold)
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
 
-    debug_launcher(_two_rank_run, args=(str(tmp_path),), num_processes=2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        "world_size": 2, "master_addr": "127.0.0.1", "master_port": str(port),
+        "accelerate_mixed_precision": "no", "accelerate_debug_rdv_file": str(tmp_path / "rdv"),
+        "accelerate_use_cpu": "yes", "gloo_socket_ifname": "lo",
+    }  # fmt: skip
+    with patch_environment(**env):
+        launcher = PrepareForLaunch(_two_rank_run, debug=True)
+        start_processes(launcher, args=(str(tmp_path),), nprocs=2, start_method="fork")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["history"][0]["layers"] == ranks[1]["history"][0]["layers"]

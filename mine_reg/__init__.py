@@ -15,6 +15,7 @@ from .critics import (
 )
 from .estimate import EstimateOptions, EstimateWarning, MIResult, estimate_mi
 from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
+from .monitor import MIMonitor
 from .regularizer import MIRegularizer
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "EstimateOptions",
     "EstimateWarning",
     "MIRegularizer",
+    "MIMonitor",
     "CLUB",
     "GaussianConditional",
     "MIResult",

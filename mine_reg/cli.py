@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--y", dest="y_path", metavar="Y.npy", help=".npy file with the y samples, [N] or [N, dy]"
     )
     est.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of a line")
+    est.add_argument("--plot", metavar="FILE.png", help="also draw the critic's training and monitor curve")
     _add_option_flags(est.add_argument_group("estimator options (mine_reg.EstimateOptions)"))
     est.set_defaults(func=_cmd_estimate, parser=est)
     return parser
@@ -157,6 +158,11 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     out["n"] = result.n_train + result.n_monitor + result.n_heldout
     for message in result.warnings:
         sys.stderr.write(f"{PROG}: warning: {message}\n")
+    if args.plot is not None:
+        try:
+            result.plot(args.plot)
+        except ImportError as err:
+            parser.error(f"--plot: {err}")
     finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
     sys.stdout.write((json.dumps(finite, allow_nan=False) if args.json else _summary(out)) + "\n")
     return 0

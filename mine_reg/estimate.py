@@ -22,6 +22,7 @@ import time
 import warnings as _warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,6 +243,13 @@ class MIResult:
 
     def __float__(self) -> float:
         return self.mi
+
+    def plot(self, path: str | Path, title: str | None = None) -> Path:
+        """Draw the critic's training and monitor curve with the held-out read-out and its
+        interval to a PNG at ``path`` (matplotlib, imported here); returns the path."""
+        from .plots import plot_result
+
+        return plot_result(self, path, title=title)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "curve"}

@@ -211,3 +211,9 @@ def test_npy_given_as_positional_is_explained(tmp_path, pair, capsys):
     np.save(tmp_path / "x.npy", pair[0])
     assert main(["estimate", str(tmp_path / "x.npy")]) == 2
     assert "use --x and --y" in capsys.readouterr().err
+
+
+def test_plot_writes_the_curve(npz, tmp_path, capsys):
+    out = tmp_path / "curve.png"
+    assert main(["estimate", npz, "--plot", str(out), *QUICK]) == 0
+    assert out.stat().st_size > 1000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

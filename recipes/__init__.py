@@ -12,6 +12,8 @@
 Shared pieces: ``common`` (accelerator and wandb set-up, resuming, checkpointed counters,
 results, the error wrapper, running recipes from recipes), ``training`` (the method's penalty,
 progress and step logging, the linear decay, images), ``report`` (markdown tables, figures),
-``layers`` (MLP, the sampling layer), ``image_metrics`` (SSIM, MS-SSIM) and ``digits`` (digit
-images and the digit classifier). ``benchmarks`` reproduces the README's tables.
+``layers`` (MLP, the sampling layer), ``image_metrics`` (SSIM, MS-SSIM), ``digits`` (digit
+images: 8x8 ``digits``, 28x28 ``mnist5k`` and ``mnist``; the cached digit classifier) and
+``mnist_files`` (MNIST's IDX files). ``benchmarks`` reproduces the README's tables;
+``benchmarks/gpu_check.py`` checks a CUDA machine.
 """

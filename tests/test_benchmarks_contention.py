@@ -167,7 +167,7 @@ def test_neighbours_are_stopped_on_error():
 def test_script_runs_and_prints_the_table(tmp_path: Path):
     out = tmp_path / "out"
     proc = run_recipe(
-        SCRIPT,
+        "benchmarks/contention",
         tmp_path,
         *("--repeats", "1", "--n", "3000", "--max-steps", "5", "--conditions", "idle,python"),
         *("--settle", "0", "--out", str(out)),

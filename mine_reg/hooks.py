@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite"]
+__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite", "as_batch", "check_pair"]
 
 Spec = str | Callable[[Tensor], Tensor] | tuple[str, Callable[[Tensor], Tensor]]
 
@@ -132,3 +133,33 @@ class Tap:
 def check_finite(t: Tensor, where: str) -> None:
     if not torch.isfinite(t).all():
         raise ValueError(f"{where} contains NaN or Inf")
+
+
+def as_batch(label: str, value: Any) -> Tensor:
+    """A captured or passed value as a floating [B, D] batch: [B, ...] flattened per sample, an
+    integer [B] as float [B, 1]. ValueError for a non-tensor or a scalar."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{label} must be a tensor, got {type(value).__name__}")
+    if value.ndim == 0:
+        raise ValueError(f"{label} must have a batch dimension, got a scalar")
+    if not value.is_floating_point():
+        value = value.float()
+    return rearrange(value, "b ... -> b (...)") if value.ndim != 2 else value
+
+
+def check_pair(x: Tensor, z: Tensor, where: tuple[str, str], dims: tuple[int, int] | None) -> None:
+    """ValueError unless x [B, dx] and z [B, dz] share B >= 2, are finite and (if ``dims`` is set)
+    have those feature sizes. ``where`` describes each tensor's origin for the messages."""
+    if x.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"x and z have different batch sizes: {x.shape[0]} ({where[0]}) and {z.shape[0]} ({where[1]})"
+        )
+    if x.shape[0] < 2:
+        raise ValueError("a batch of 1 sample cannot form marginal pairs: MI needs batches of at least 2")
+    check_finite(x.detach(), f"x ({where[0]})")
+    check_finite(z.detach(), f"z ({where[1]})")
+    if dims is not None and (x.shape[1], z.shape[1]) != dims:
+        raise ValueError(
+            f"x and z have {x.shape[1]} and {z.shape[1]} features per sample, but the critic was "
+            f"built for {dims[0]} and {dims[1]}"
+        )

@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite", "as_batch", "check_pair"]
+__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite", "read_input", "check_pair"]
 
 Spec = str | Callable[[Tensor], Tensor] | tuple[str, Callable[[Tensor], Tensor]]
 
@@ -135,9 +135,20 @@ def check_finite(t: Tensor, where: str) -> None:
         raise ValueError(f"{where} contains NaN or Inf")
 
 
-def as_batch(label: str, value: Any) -> Tensor:
-    """A captured or passed value as a floating [B, D] batch: [B, ...] flattened per sample, an
-    integer [B] as float [B, 1]. ValueError for a non-tensor or a scalar."""
+def _where(taps: dict[str, Tap], label: str) -> str:
+    return taps[label].where if label in taps else f"{label} passed at call time"
+
+
+def read_input(taps: dict[str, Tap], label: str, given: Any) -> Tensor:
+    """The batch for ``label`` ("x" or "z"): its tap's capture, or ``given`` when it has no tap, as
+    a floating [B, D] tensor ([B, ...] flattened per sample; an integer [B] as float [B, 1]).
+    ValueError if both or neither are there, or for a non-tensor or a scalar."""
+    tap = taps.get(label)
+    if given is not None and tap is not None:
+        raise ValueError(f"{label} is read from the model by a hook; do not pass {label}= as well")
+    if given is None and tap is None:
+        raise ValueError(f"{label} has no hook (spec None): pass it when calling, reg({label}=tensor)")
+    value = given if tap is None else tap.take()
     if not isinstance(value, Tensor):
         raise ValueError(f"{label} must be a tensor, got {type(value).__name__}")
     if value.ndim == 0:
@@ -147,17 +158,16 @@ def as_batch(label: str, value: Any) -> Tensor:
     return rearrange(value, "b ... -> b (...)") if value.ndim != 2 else value
 
 
-def check_pair(x: Tensor, z: Tensor, where: tuple[str, str], dims: tuple[int, int] | None) -> None:
+def check_pair(x: Tensor, z: Tensor, taps: dict[str, Tap], dims: tuple[int, int] | None) -> None:
     """ValueError unless x [B, dx] and z [B, dz] share B >= 2, are finite and (if ``dims`` is set)
-    have those feature sizes. ``where`` describes each tensor's origin for the messages."""
+    have those feature sizes; messages name where each came from (``taps``)."""
+    wx, wz = _where(taps, "x"), _where(taps, "z")
     if x.shape[0] != z.shape[0]:
-        raise ValueError(
-            f"x and z have different batch sizes: {x.shape[0]} ({where[0]}) and {z.shape[0]} ({where[1]})"
-        )
+        raise ValueError(f"x and z have different batch sizes: {x.shape[0]} ({wx}) and {z.shape[0]} ({wz})")
     if x.shape[0] < 2:
         raise ValueError("a batch of 1 sample cannot form marginal pairs: MI needs batches of at least 2")
-    check_finite(x.detach(), f"x ({where[0]})")
-    check_finite(z.detach(), f"z ({where[1]})")
+    check_finite(x.detach(), f"x ({wx})")
+    check_finite(z.detach(), f"z ({wz})")
     if dims is not None and (x.shape[1], z.shape[1]) != dims:
         raise ValueError(
             f"x and z have {x.shape[1]} and {z.shape[1]} features per sample, but the critic was "

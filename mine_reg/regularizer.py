@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from . import sync
 from .critic_optimizer import CriticOptimizer
 from .estimator import lookup
-from .hooks import Spec, Tap, as_batch, check_pair
+from .hooks import Spec, Tap, check_pair, read_input
 from .protocol import BuildOptions, CriticSpec, Terms
 
 __all__ = ["MIRegularizer"]
@@ -41,6 +41,21 @@ class _GradScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad * ctx.holder[0], None
+
+
+def _check_settings(mode: str, beta: float, lr: float, warmup_steps: int, seed: int) -> None:
+    """ValueError naming the first of MIRegularizer's plain settings that is out of range."""
+    if mode not in ("minimize", "maximize"):
+        raise ValueError(f"mode must be 'minimize' or 'maximize', got {mode!r}")
+    whole = isinstance(warmup_steps, int | float) and 0 <= warmup_steps == int(warmup_steps)
+    for name, value, ok, wanted in [
+        ("beta", beta, math.isfinite(beta) and beta >= 0, "a finite number >= 0"),
+        ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
+        ("warmup_steps", warmup_steps, whole, "an integer >= 0"),
+        ("seed", seed, isinstance(seed, int) and not isinstance(seed, bool), "an integer"),
+    ]:
+        if not ok:
+            raise ValueError(f"{name} must be {wanted}, got {value!r}")
 
 
 def _clip_scale(model: nn.Module, task_loss: Tensor, mi_term: Tensor) -> float:
@@ -61,17 +76,16 @@ class MIRegularizer(nn.Module):
     Args:
         model: any ``nn.Module`` (also wrapped by DDP / Accelerate or ``torch.compile`` after
             the regularizer was attached).
-        x, z: where X and Z come from (see :mod:`mine_reg.hooks`): ``"input"``, a dotted
-            submodule name (its output), ``"name:input"``, a callable applied to the model's
-            input, ``(name, callable)``, or ``None`` to pass the tensor at call time
-            (``reg(x=..., z=...)``, e.g. labels or codes outside the model). Activations of any
-            shape are flattened per sample: [B, ...] -> [B, D].
+        x, z: where X and Z come from: a spec of :mod:`mine_reg.hooks` (``"input"``, a dotted
+            submodule name, ``"name:input"``, a callable on the model's input, ``(name, callable)``)
+            or ``None`` to pass the tensor at call time (``reg(x=..., z=...)``, e.g. labels).
+            Activations of any shape are flattened per sample: [B, ...] -> [B, D].
         beta: weight of the MI term (nats are multiplied by beta).
         mode: ``"minimize"`` (information bottleneck) or ``"maximize"`` (GAN codes, ALI).
-        estimator: a name in :data:`mine_reg.estimator.REGISTRY`: ``"mine"`` (default) and the
-            other critic bounds, or ``"club"``, the CLUB upper bound with a Gaussian q(z|x) fitted
-            by likelihood (:class:`mine_reg.club.CLUB`). Minimizing a lower bound does not
-            guarantee that the true MI falls; minimizing an upper bound does, as long as q fits.
+        estimator: a name in :data:`mine_reg.estimator.REGISTRY`: ``"mine"`` (default), another
+            critic bound, or ``"club"``, the CLUB upper bound through a fitted Gaussian q(z|x).
+            Minimizing a lower bound does not guarantee that the true MI falls; minimizing an
+            upper bound does, as long as q fits.
         critic: ``"concat"`` (the paper's MLP on [x, z]), ``"separable"``, an ``nn.Module``
             following the critic call contract, or a factory ``(x_dim, z_dim) -> nn.Module``.
             Built from the dims of the first batch, on that batch's device.
@@ -113,30 +127,13 @@ class MIRegularizer(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if mode not in ("minimize", "maximize"):
-            raise ValueError(f"mode must be 'minimize' or 'maximize', got {mode!r}")
+        _check_settings(mode, beta, lr, warmup_steps, seed)
         self.spec = lookup(estimator)
         self.spec.check_use(estimator, mode, gather_marginals, adaptive_clip)
-        for name, value, ok, wanted in [
-            ("beta", beta, math.isfinite(beta) and beta >= 0, "a finite number >= 0"),
-            ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
-            (
-                "warmup_steps",
-                warmup_steps,
-                isinstance(warmup_steps, int | float) and 0 <= warmup_steps == int(warmup_steps),
-                "an integer >= 0",
-            ),
-            ("seed", seed, isinstance(seed, int) and not isinstance(seed, bool), "an integer"),
-        ]:
-            if not ok:
-                raise ValueError(f"{name} must be {wanted}, got {value!r}")
         self.options = BuildOptions(critic, hidden, embed_dim, marginals, ema_rate, tau)
         self.beta, self.mode, self.estimator_name, self.lr, self.seed = float(beta), mode, estimator, lr, seed
-        self.warmup_steps, self.adaptive_clip, self.gather_marginals = (
-            warmup_steps,
-            adaptive_clip,
-            gather_marginals,
-        )
+        self.warmup_steps, self.adaptive_clip = warmup_steps, adaptive_clip
+        self.gather_marginals = gather_marginals
         self.model = [model]  # a list keeps the model out of this module's parameters and state
         self.x_spec, self.z_spec = x, z
         self.taps: dict[str, Tap] = {}
@@ -173,21 +170,12 @@ class MIRegularizer(nn.Module):
     def __exit__(self, *exc: Any) -> None:
         self.remove()
 
-    def _input(self, label: str, given: Tensor | None) -> Tensor:
-        tap = self.taps.get(label)
-        if given is not None and tap is not None:
-            raise ValueError(f"{label} is read from the model by a hook; do not pass {label}= as well")
-        if given is None and tap is None:
-            raise ValueError(f"{label} has no hook (spec None): pass it when calling, reg({label}=tensor)")
-        return as_batch(label, given if tap is None else tap.take())
-
     def _prepare(self, x: Tensor | None, z: Tensor | None) -> tuple[Tensor, Tensor]:
         """Step a critic left with a partial backward, read (x, z), build or move the estimator."""
         if self.critic_optimizer is not None:
             self.critic_optimizer.flush()
-        xs, zs = self._input("x", x), self._input("z", z)
-        where = tuple(self.taps[k].where if k in self.taps else f"{k} passed at call time" for k in "xz")
-        check_pair(xs, zs, where, self.dims)
+        xs, zs = read_input(self.taps, "x", x), read_input(self.taps, "z", z)
+        check_pair(xs, zs, self.taps, self.dims)
         if self.estimator is None:
             self._build(xs.shape[1], zs.shape[1], xs.dtype, xs.device)
         param = next(iter(self.estimator.parameters()), None)
@@ -279,9 +267,8 @@ class MIRegularizer(nn.Module):
 
     # ---------------------------------------------------------------- reporting, checkpoints
     def metrics(self) -> dict[str, float]:
-        """The latest batch's metrics as floats, for logging: the estimator's own (MINE family:
-        mi, objective, joint_mean, log_partition; CLUB: mi, log_likelihood; nats), then beta and
-        critic_steps."""
+        """The latest batch's metrics as floats: the estimator's own (MINE family: mi, objective,
+        joint_mean, log_partition; CLUB: mi, log_likelihood; nats), then beta and critic_steps."""
         if self._terms is None:
             return {}
         values = {k: float(v) for k, v in self._terms.metrics.items()}

@@ -5,7 +5,8 @@ from .bounds import dv, infonce, jsd, nwj, smile
 from .club import CLUB, GaussianConditional
 from .critics import BoundedCritic, ConcatCritic, GaussianCritic, SeparableCritic, SumCritic, score_pairs
 from .estimate import MIResult, estimate_mi
-from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
+from .estimator import ESTIMATORS, REGISTRY, EMALogPartition, MIEstimator, MIOutput
+from .protocol import Terms
 from .regularizer import MIRegularizer
 
 __version__ = "0.1.0"
@@ -28,6 +29,8 @@ __all__ = [
     "MIOutput",
     "EMALogPartition",
     "ESTIMATORS",
+    "REGISTRY",
+    "Terms",
     "estimate_mi",
     "MIRegularizer",
     "CLUB",

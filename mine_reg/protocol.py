@@ -109,9 +109,9 @@ class BuildOptions:
         _positive_int("embed_dim", self.embed_dim)
         if self.marginals not in (None, "shuffle", "all"):
             raise ValueError(f"marginals must be 'shuffle', 'all' or None, got {self.marginals!r}")
-        if not 0.0 < self.ema_rate <= 1.0:
+        if not (isinstance(self.ema_rate, int | float) and 0.0 < self.ema_rate <= 1.0):
             raise ValueError(f"ema_rate must lie in (0, 1], got {self.ema_rate}")
-        if not self.tau > 0:  # also rejects NaN
+        if not (isinstance(self.tau, int | float) and self.tau > 0):  # also rejects NaN
             raise ValueError(f"tau must be positive, got {self.tau}")
 
     def make_critic(self, x_dim: int, z_dim: int) -> nn.Module:

@@ -47,11 +47,19 @@ def _check_settings(mode: str, beta: float, lr: float, warmup_steps: int, seed: 
     """ValueError naming the first of MIRegularizer's plain settings that is out of range."""
     if mode not in ("minimize", "maximize"):
         raise ValueError(f"mode must be 'minimize' or 'maximize', got {mode!r}")
-    whole = isinstance(warmup_steps, int | float) and 0 <= warmup_steps == int(warmup_steps)
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
     for name, value, ok, wanted in [
-        ("beta", beta, math.isfinite(beta) and beta >= 0, "a finite number >= 0"),
-        ("lr", lr, math.isfinite(lr) and lr > 0, "a positive number"),
-        ("warmup_steps", warmup_steps, whole, "an integer >= 0"),
+        ("beta", beta, finite(beta) and beta >= 0, "a finite number >= 0"),
+        ("lr", lr, finite(lr) and lr > 0, "a positive number"),
+        (
+            "warmup_steps",
+            warmup_steps,
+            finite(warmup_steps) and 0 <= warmup_steps == int(warmup_steps),
+            "an integer >= 0",
+        ),
         ("seed", seed, isinstance(seed, int) and not isinstance(seed, bool), "an integer"),
     ]:
         if not ok:

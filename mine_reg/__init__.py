@@ -14,8 +14,9 @@ from .critics import (
     score_pairs,
 )
 from .estimate import EstimateOptions, EstimateWarning, MIResult, estimate_mi
-from .estimator import ESTIMATORS, EMALogPartition, MIEstimator, MIOutput
+from .estimator import ESTIMATORS, REGISTRY, EMALogPartition, MIEstimator, MIOutput
 from .monitor import MIMonitor
+from .protocol import Terms
 from .regularizer import MIRegularizer
 
 __version__ = "0.1.0"
@@ -40,6 +41,8 @@ __all__ = [
     "MIOutput",
     "EMALogPartition",
     "ESTIMATORS",
+    "REGISTRY",
+    "Terms",
     "estimate_mi",
     "EstimateOptions",
     "EstimateWarning",

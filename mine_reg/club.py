@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .bounds import upcast
 from .critics import _cyclic_derangement, mlp
+from .protocol import BuildOptions, Terms, call_frozen
 
 __all__ = ["GaussianConditional", "CLUB"]
 
@@ -133,6 +134,11 @@ class CLUB(nn.Module):
         self.sampled = sampled
         self.check_finite = check_finite
 
+    @classmethod
+    def build(cls, name: str, x_dim: int, z_dim: int, options: BuildOptions) -> CLUB:
+        """CLUB with q's MLPs of widths ``options.hidden`` (the estimator protocol)."""
+        return cls(x_dim, z_dim, options.hidden)
+
     def _check(self, x: Tensor, z: Tensor, min_batch: int) -> None:
         _check_2d("x", x, self.x_dim)
         _check_2d("z", z, self.z_dim)
@@ -177,3 +183,19 @@ class CLUB(nn.Module):
         made them (detaching them beforehand as well is harmless)."""
         self._check(x, z, 1)
         return -self.q.log_prob(x.detach(), z.detach()).mean()
+
+    def terms(
+        self, x: Tensor, z: Tensor, generator: torch.Generator | None = None, train_critic: bool = True
+    ) -> Terms:
+        """The estimator protocol (:mod:`mine_reg.protocol`): the model follows the CLUB bound through
+        a q held fixed, and q descends its negative log-likelihood. Metrics: ``mi`` (the bound,
+        nats) and ``log_likelihood`` (mean log q(z|x) on the batch, nats)."""
+        bound = call_frozen(self, x, z, generator=generator)
+        with torch.set_grad_enabled(train_critic and torch.is_grad_enabled()):
+            nll = self.learning_loss(x, z)
+        return Terms(
+            model=bound,
+            critic=nll - bound,
+            mi=bound.detach(),
+            metrics={"mi": bound.detach(), "log_likelihood": -nll.detach()},
+        )

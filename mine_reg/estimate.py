@@ -42,7 +42,7 @@ from .critics import (
     SumCritic,
 )
 from .discrete import plugin_mi
-from .estimator import ESTIMATORS, MIEstimator
+from .estimator import ESTIMATORS, MIEstimator, lookup
 from .preprocess import PREPROCESS, Prepared, preprocess_pair, validate_pair
 
 __all__ = [
@@ -153,8 +153,7 @@ class EstimateOptions:
     progress: bool = field(default=False, metadata={"help": "progress bar on stderr"})
 
     def __post_init__(self) -> None:
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {self.estimator!r}; choose from {sorted(ESTIMATORS)}")
+        lookup(self.estimator, MIEstimator)
         if not isinstance(self.critic, torch.nn.Module) and self.critic not in CRITICS:
             raise ValueError(f"unknown critic {self.critic!r}; choose from {CRITICS} or pass an nn.Module")
         if self.marginals not in (None, "all", "shuffle"):
@@ -341,7 +340,7 @@ def read_out(
     still a lower bound for the fitted critic, and it keeps a near-deterministic pair, whose
     marginal pairs almost never land where the critic puts its mass, from reading the joint
     term plus an arbitrarily large, unsupported log-partition correction."""
-    readout = ESTIMATORS[est.estimator][1]
+    readout = est.spec.readout
 
     def value(joint: Tensor, marginal: Tensor) -> float:
         if readout == "dv":

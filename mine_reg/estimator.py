@@ -1,37 +1,78 @@
-"""The estimator: a critic, a bound, and MINE's bias-corrected gradient.
+"""The estimator registry, and MIEstimator: a critic, a bound, and MINE's bias-corrected gradient.
 
-``MIEstimator(critic, estimator="mine")`` scores a batch, returns the training objective to
-ascend (with the corrected gradient for MINE) and the MI read-out in nats.
+``REGISTRY`` is the one place where estimators are named and their properties declared; every
+rule about them (which names :class:`MIEstimator` takes, that an upper bound cannot be
+maximized, ...) is derived from it. ``MIEstimator(critic, estimator="mine")`` scores a batch,
+returns the training objective to ascend (with the corrected gradient for MINE) and the MI
+read-out in nats.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import bounds
+from . import bounds, sync
+from .club import CLUB
 from .critics import Marginals, score_pairs
+from .protocol import BuildOptions, Terms, call_frozen
 
-__all__ = ["ESTIMATORS", "MIEstimator", "MIOutput", "EMALogPartition"]
-
-# estimator name -> (training objective, read-out bound in nats)
-ESTIMATORS: dict[str, tuple[str, str]] = {
-    "mine": ("dv", "dv"),
-    "mine-biased": ("dv", "dv"),
-    "mine-f": ("nwj", "nwj"),
-    "nwj": ("nwj", "nwj"),
-    "infonce": ("infonce", "infonce"),
-    "smile": ("smile", "smile"),  # trained with the JS gradient, see MIEstimator.evaluate
-    "jsd": ("jsd", "dv"),
-}
+__all__ = ["REGISTRY", "ESTIMATORS", "EstimatorSpec", "lookup", "MIEstimator", "MIOutput", "EMALogPartition"]
 
 
-def _is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+class EstimatorSpec(NamedTuple):
+    """One registry entry. ``spec[0]`` / ``spec[1]`` are the trained and the read-out bound.
+
+    objective: the bound the critic ascends (a name in :data:`mine_reg.bounds.BOUNDS`; for CLUB,
+        q's log-likelihood).
+    readout: the bound the MI is read from, in nats.
+    family: the class that implements it (:class:`MIEstimator` or :class:`CLUB`).
+    gradient: train with this bound's gradient while reporting the objective's value (SMILE).
+    moving_average: the DV objective with MINE's moving-average gradient correction.
+    upper_bound: an upper bound on MI, so it may be minimized only.
+    gathers, clips: works with ``gather_marginals`` / ``adaptive_clip`` in :class:`MIRegularizer`.
+    """
+
+    objective: str
+    readout: str
+    family: type[nn.Module]
+    gradient: str | None = None
+    moving_average: bool = False
+    upper_bound: bool = False
+    gathers: bool = True
+    clips: bool = True
+
+    def check_use(self, name: str, mode: str, gather_marginals: bool, adaptive_clip: bool) -> None:
+        """ValueError if ``name`` cannot be used this way by :class:`mine_reg.MIRegularizer`."""
+        if self.upper_bound and mode != "minimize":
+            lower = sorted(n for n, s in REGISTRY.items() if not s.upper_bound)
+            raise ValueError(
+                f"estimator={name!r} is an upper bound, for mode='minimize' only; to maximize, use a "
+                f"lower bound: one of {lower}"
+            )
+        for wanted, supported, option in [
+            (gather_marginals, self.gathers, "gather_marginals"),
+            (adaptive_clip, self.clips, "adaptive_clip"),
+        ]:
+            if wanted and not supported:
+                raise ValueError(f"estimator={name!r} does not support {option}=True")
+
+
+def lookup(name: str, family: type[nn.Module] | None = None) -> EstimatorSpec:
+    """The registry entry called ``name`` (of ``family`` only, if given); ValueError naming the
+    choices otherwise."""
+    spec = REGISTRY.get(name) if isinstance(name, str) else None
+    if spec is not None and family is not None and spec.family is not family:
+        raise ValueError(f"estimator {name!r} is built by {spec.family.__name__}, not {family.__name__}")
+    if spec is None:
+        names = sorted(n for n, s in REGISTRY.items() if family is None or s.family is family)
+        raise ValueError(f"unknown estimator {name!r}; choose from {names}")
+    return spec
 
 
 class EMALogPartition(nn.Module):
@@ -39,9 +80,9 @@ class EMALogPartition(nn.Module):
 
     ``update(batch_log_mean_exp)`` folds one batch in: ema <- (1 - rate)·ema + rate·batch (the
     first batch initialises it). Under torch.distributed (and ``sync=True``) the batch values are
-    first averaged over processes, so every rank holds the same EMA; ``sync=False`` keeps it local,
-    for estimation that runs on one rank only. Buffers ``log_ema`` and ``steps`` live in
-    ``state_dict``.
+    first averaged over processes (:func:`mine_reg.sync.log_mean_exp`), so every rank holds the
+    same EMA; ``sync=False`` keeps it local, for estimation that runs on one rank only. Buffers
+    ``log_ema`` and ``steps`` live in ``state_dict``.
     """
 
     def __init__(self, rate: float = 0.01, sync: bool = True) -> None:
@@ -55,11 +96,8 @@ class EMALogPartition(nn.Module):
     @torch.no_grad()
     def update(self, batch_log_mean_exp: Tensor) -> Tensor:
         v = batch_log_mean_exp.detach().to(self.log_ema.dtype).reshape(())
-        if self.sync and _is_distributed():
-            world = dist.get_world_size()
-            gathered = [torch.empty_like(v) for _ in range(world)]
-            dist.all_gather(gathered, v.contiguous())
-            v = torch.logsumexp(torch.stack(gathered), dim=0) - math.log(world)
+        if self.sync:
+            v = sync.log_mean_exp(v)
         if self.steps.item() == 0:
             self.log_ema.copy_(v)
         else:
@@ -74,7 +112,7 @@ class EMALogPartition(nn.Module):
 
 @dataclass
 class MIOutput:
-    """What one scored batch gives.
+    """What one scored batch gives an :class:`MIEstimator`.
 
     objective: scalar to *ascend* (critic) or to add to a model loss; carries MINE's corrected
         gradient for ``estimator="mine"``. Nats, except for ``"jsd"`` (a JS objective).
@@ -86,6 +124,15 @@ class MIOutput:
     mi: Tensor
     joint_mean: Tensor
     log_partition: Tensor
+
+    def metrics(self) -> dict[str, Tensor]:
+        """The four values, detached, for logging."""
+        return {
+            "mi": self.mi.detach(),
+            "objective": self.objective.detach(),
+            "joint_mean": self.joint_mean,
+            "log_partition": self.log_partition,
+        }
 
 
 class MIEstimator(nn.Module):
@@ -101,6 +148,8 @@ class MIEstimator(nn.Module):
         ema_rate: weight of the newest batch in the moving average of E_Q[exp T] (``"mine"``).
         tau: SMILE's clipping threshold.
         sync_ema: average MINE's moving average across processes under torch.distributed.
+
+    ``name`` is the estimator's name and ``spec`` its registry entry.
     """
 
     def __init__(
@@ -113,15 +162,27 @@ class MIEstimator(nn.Module):
         sync_ema: bool = True,
     ) -> None:
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose from {sorted(ESTIMATORS)}")
+        self.spec = lookup(estimator, MIEstimator)
         if marginals not in ("shuffle", "all", "given"):
             raise ValueError(f"unknown marginals {marginals!r}; choose from 'shuffle', 'all', 'given'")
         self.critic = critic
-        self.estimator = estimator
+        self.name = estimator
         self.marginals: Marginals = marginals
         self.tau = tau
+        self._bounds = {**bounds.BOUNDS, "smile": partial(bounds.smile, tau=tau)}
         self.ema = EMALogPartition(ema_rate, sync=sync_ema)
+
+    @property
+    def estimator(self) -> str:
+        """The estimator's name (the same as ``name``)."""
+        return self.name
+
+    @classmethod
+    def build(cls, name: str, x_dim: int, z_dim: int, options: BuildOptions) -> MIEstimator:
+        """The estimator ``name`` with the critic that ``options`` describe."""
+        critic = options.make_critic(x_dim, z_dim)
+        marginals = options.marginals or ("all" if hasattr(critic, "score_matrix") else "shuffle")
+        return cls(critic, name, marginals, options.ema_rate, options.tau)
 
     def scores(
         self, x: Tensor, z: Tensor, z_marginal: Tensor | None = None, generator: torch.Generator | None = None
@@ -129,9 +190,8 @@ class MIEstimator(nn.Module):
         return score_pairs(self.critic, x, z, self.marginals, z_marginal, generator)
 
     def bound(self, name: str, joint: Tensor, marginal: Tensor) -> Tensor:
-        if name == "smile":
-            return bounds.smile(joint, marginal, self.tau)
-        return bounds.BOUNDS[name](joint, marginal)
+        """The bound ``name`` (see :data:`mine_reg.bounds.BOUNDS`; SMILE with this ``tau``), nats."""
+        return self._bounds[name](joint, marginal)
 
     def corrected_dv(self, joint: Tensor, marginal: Tensor, update_ema: bool = True) -> Tensor:
         """DV value whose gradient is E_P[dT] - E_Q[dT · exp T] / EMA(E_Q[exp T]).
@@ -166,20 +226,48 @@ class MIEstimator(nn.Module):
     def evaluate(self, joint: Tensor, marginal: Tensor, update_ema: bool = True) -> MIOutput:
         """Objective and read-out from already computed scores (``update_ema``: fold this batch
         into MINE's moving average)."""
-        train_name, readout_name = ESTIMATORS[self.estimator]
-        if self.estimator == "mine":
+        spec = self.spec
+        if spec.moving_average:
             objective = self.corrected_dv(joint, marginal, update_ema)
-        elif self.estimator == "smile":
-            # the clipped DV value with the JS objective's gradient (Song and Ermon 2020): ascending
-            # the clipped bound itself is unbounded once scores pass tau
-            value, js = self.bound("smile", joint, marginal), bounds.jsd(joint, marginal)
-            objective = value.detach() + js - js.detach()
         else:
-            objective = self.bound(train_name, joint, marginal)
-        mi = objective if train_name == readout_name else self.bound(readout_name, joint, marginal)
+            objective = self.bound(spec.objective, joint, marginal)
+        if spec.gradient is not None:
+            # e.g. SMILE: the clipped DV value with the JS objective's gradient (Song and Ermon 2020),
+            # since ascending the clipped bound itself is unbounded once scores pass tau
+            surrogate = self.bound(spec.gradient, joint, marginal)
+            objective = objective.detach() + surrogate - surrogate.detach()
+        mi = objective if spec.readout == spec.objective else self.bound(spec.readout, joint, marginal)
         return MIOutput(
             objective=objective,
             mi=mi,
             joint_mean=joint.detach().float().mean(),
             log_partition=bounds.log_mean_exp(marginal.detach()),
         )
+
+    def terms(
+        self, x: Tensor, z: Tensor, generator: torch.Generator | None = None, train_critic: bool = True
+    ) -> Terms:
+        """The estimator protocol (:mod:`mine_reg.protocol`): the model follows the objective, the
+        critic ascends it. ``train_critic=False`` scores with the critic's weights detached and
+        MINE's moving average as it is."""
+        if train_critic:
+            out = self(x, z, generator=generator)
+        else:
+            out = call_frozen(self, x, z, generator=generator, update_ema=False)
+        return Terms(model=out.objective, critic=-out.objective, mi=out.mi.detach(), metrics=out.metrics())
+
+
+REGISTRY: dict[str, EstimatorSpec] = {
+    "mine": EstimatorSpec("dv", "dv", MIEstimator, moving_average=True),
+    "mine-biased": EstimatorSpec("dv", "dv", MIEstimator),
+    "mine-f": EstimatorSpec("nwj", "nwj", MIEstimator),
+    "nwj": EstimatorSpec("nwj", "nwj", MIEstimator),
+    "infonce": EstimatorSpec("infonce", "infonce", MIEstimator),
+    "smile": EstimatorSpec("smile", "smile", MIEstimator, gradient="jsd"),
+    "jsd": EstimatorSpec("jsd", "dv", MIEstimator),
+    "club": EstimatorSpec("log_likelihood", "club", CLUB, upper_bound=True, gathers=False, clips=False),
+}
+"""Every estimator by name. Read-outs are in nats; ``objective`` is what the critic ascends."""
+
+ESTIMATORS: dict[str, EstimatorSpec] = {n: s for n, s in REGISTRY.items() if s.family is MIEstimator}
+"""The names :class:`MIEstimator` (and :func:`mine_reg.estimate_mi`) take."""

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite"]
+__all__ = ["Spec", "Tap", "unwrap_model", "find_module", "check_finite", "read_input", "check_pair"]
 
 Spec = str | Callable[[Tensor], Tensor] | tuple[str, Callable[[Tensor], Tensor]]
 
@@ -132,3 +133,43 @@ class Tap:
 def check_finite(t: Tensor, where: str) -> None:
     if not torch.isfinite(t).all():
         raise ValueError(f"{where} contains NaN or Inf")
+
+
+def _where(taps: dict[str, Tap], label: str) -> str:
+    return taps[label].where if label in taps else f"{label} passed at call time"
+
+
+def read_input(taps: dict[str, Tap], label: str, given: Any) -> Tensor:
+    """The batch for ``label`` ("x" or "z"): its tap's capture, or ``given`` when it has no tap, as
+    a floating [B, D] tensor ([B, ...] flattened per sample; an integer [B] as float [B, 1]).
+    ValueError if both or neither are there, or for a non-tensor or a scalar."""
+    tap = taps.get(label)
+    if given is not None and tap is not None:
+        raise ValueError(f"{label} is read from the model by a hook; do not pass {label}= as well")
+    if given is None and tap is None:
+        raise ValueError(f"{label} has no hook (spec None): pass it when calling, reg({label}=tensor)")
+    value = given if tap is None else tap.take()
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{label} must be a tensor, got {type(value).__name__}")
+    if value.ndim == 0:
+        raise ValueError(f"{label} must have a batch dimension, got a scalar")
+    if not value.is_floating_point():
+        value = value.float()
+    return rearrange(value, "b ... -> b (...)") if value.ndim != 2 else value
+
+
+def check_pair(x: Tensor, z: Tensor, taps: dict[str, Tap], dims: tuple[int, int] | None) -> None:
+    """ValueError unless x [B, dx] and z [B, dz] share B >= 2, are finite and (if ``dims`` is set)
+    have those feature sizes; messages name where each came from (``taps``)."""
+    wx, wz = _where(taps, "x"), _where(taps, "z")
+    if x.shape[0] != z.shape[0]:
+        raise ValueError(f"x and z have different batch sizes: {x.shape[0]} ({wx}) and {z.shape[0]} ({wz})")
+    if x.shape[0] < 2:
+        raise ValueError("a batch of 1 sample cannot form marginal pairs: MI needs batches of at least 2")
+    check_finite(x.detach(), f"x ({wx})")
+    check_finite(z.detach(), f"z ({wz})")
+    if dims is not None and (x.shape[1], z.shape[1]) != dims:
+        raise ValueError(
+            f"x and z have {x.shape[1]} and {z.shape[1]} features per sample, but the critic was "
+            f"built for {dims[0]} and {dims[1]}"
+        )

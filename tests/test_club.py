@@ -325,3 +325,50 @@ def test_nan_and_inf_raise_with_their_row():
         club.learning_loss(x, z)
     # check_finite=False skips the check (no device sync) and lets the NaN through
     assert torch.isnan(CLUB(3, 2, check_finite=False)(x, z))
+
+
+# ----------------------------------------------------------------------- estimator protocol
+def test_terms_follow_the_protocol_and_report_club_metrics():
+    """CLUB.terms: the model follows the bound through a fixed q, q descends its NLL, and the
+    metrics are CLUB's own (the bound and q's log-likelihood), all finite: no placeholders."""
+    torch.manual_seed(0)
+    club = CLUB(3, 2, hidden=(8,))
+    x = torch.randn(16, 3, dtype=torch.float64, requires_grad=True)
+    z = (x[:, :2] + 0.5 * torch.randn(16, 2, dtype=torch.float64)).detach().requires_grad_(True)
+    club.double()
+    terms = club.terms(x, z)
+    assert set(terms.metrics) == {"mi", "log_likelihood"}
+    assert all(torch.isfinite(v) and not v.requires_grad for v in terms.metrics.values())
+    with torch.no_grad():
+        bound, nll = club(x, z), club.learning_loss(x, z)
+    assert float(terms.mi) == float(bound) == float(terms.metrics["mi"]) == float(terms.model.detach())
+    assert float(terms.metrics["log_likelihood"]) == -float(nll)
+
+    params = list(club.parameters())
+    # q's gradient from the critic term is exactly the NLL's; the model term gives q nothing
+    got = torch.autograd.grad(terms.critic, params, retain_graph=True)
+    want = torch.autograd.grad(club.learning_loss(x, z), params)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=0)
+    assert all(
+        g is None for g in torch.autograd.grad(terms.model, params, retain_graph=True, allow_unused=True)
+    )
+    # on x and z, the critic term's gradient is minus the model term's (one backward serves both)
+    gx_c, gz_c = torch.autograd.grad(terms.critic, [x, z], retain_graph=True)
+    gx_m, gz_m = torch.autograd.grad(terms.model, [x, z])
+    assert gx_m.abs().max() > 0
+    torch.testing.assert_close(gx_c, -gx_m, rtol=0, atol=0)
+    torch.testing.assert_close(gz_c, -gz_m, rtol=0, atol=0)
+
+
+def test_terms_with_the_critic_fixed_send_q_no_gradient():
+    club = CLUB(2, 2, hidden=(4,))
+    x = torch.randn(8, 2, requires_grad=True)
+    z = torch.randn(8, 2)
+    terms = club.terms(x, z, train_critic=False)
+    params = list(club.parameters())
+    for term in (terms.model, terms.critic):
+        assert all(g is None for g in torch.autograd.grad(term, params, retain_graph=True, allow_unused=True))
+    (gx,) = torch.autograd.grad(terms.model, [x])
+    assert gx.abs().max() > 0  # the model side still gets the bound's gradient
+    assert set(terms.metrics) == {"mi", "log_likelihood"}

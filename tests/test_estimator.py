@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mine_reg import bounds
+from mine_reg.club import CLUB
 from mine_reg.critics import (
     BoundedCritic,
     ConcatCritic,
@@ -28,7 +29,8 @@ from mine_reg.critics import (
     SumCritic,
     score_pairs,
 )
-from mine_reg.estimator import EMALogPartition, MIEstimator
+from mine_reg.estimator import ESTIMATORS, REGISTRY, EMALogPartition, MIEstimator, lookup
+from mine_reg.protocol import BuildOptions
 
 # One intra-op thread (conftest.single_thread): tiny tensors, shared CPUs.
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -245,6 +247,77 @@ def test_estimator_rejects_unknown_names():
         MIEstimator(ConcatCritic(1, 1), "mine-plus")
     with pytest.raises(ValueError, match="unknown marginals"):
         MIEstimator(ConcatCritic(1, 1), "mine", marginals="pairs")
+
+
+# ---------------------------------------------------------------------- registry, protocol
+def test_registry_declares_every_estimator_and_its_properties():
+    assert set(REGISTRY) == {"mine", "mine-biased", "mine-f", "nwj", "infonce", "smile", "jsd", "club"}
+    # ESTIMATORS: the MIEstimator family, read-out bound at index 1 (what estimate_mi reads)
+    assert set(ESTIMATORS) == set(REGISTRY) - {"club"}
+    for name, spec in ESTIMATORS.items():
+        assert spec[1] == spec.readout and {spec.objective, spec.readout} <= set(bounds.BOUNDS), name
+        assert spec.gradient is None or spec.gradient in bounds.BOUNDS
+    assert [n for n, s in REGISTRY.items() if s.moving_average] == ["mine"]
+    assert [n for n, s in REGISTRY.items() if s.upper_bound] == ["club"]
+    assert REGISTRY["club"].family is CLUB
+    assert (REGISTRY["smile"].gradient, REGISTRY["jsd"].readout) == ("jsd", "dv")
+
+
+def test_lookup_names_the_choices_and_the_family():
+    with pytest.raises(ValueError, match=r"unknown estimator 'mien'; choose from \[.*'club'.*'mine'"):
+        lookup("mien")
+    with pytest.raises(ValueError, match=r"unknown estimator 'club2'; choose from \['infonce'"):
+        lookup("club2", MIEstimator)
+    with pytest.raises(ValueError, match="estimator 'club' is built by CLUB, not MIEstimator"):
+        MIEstimator(ConcatCritic(1, 1), "club")
+    assert lookup("club") is REGISTRY["club"]
+
+
+def test_usage_rules_follow_from_the_registry():
+    REGISTRY["mine"].check_use("mine", "maximize", True, True)  # a lower bound may do anything
+    with pytest.raises(ValueError, match=r"upper bound, for mode='minimize' only; .*'infonce'"):
+        REGISTRY["club"].check_use("club", "maximize", False, False)
+    for gather, clip, option in [(True, False, "gather_marginals"), (False, True, "adaptive_clip")]:
+        with pytest.raises(ValueError, match=f"estimator='club' does not support {option}=True"):
+            REGISTRY["club"].check_use("club", "minimize", gather, clip)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_estimator_follows_the_protocol(name):
+    """terms(): finite metrics of the estimator's own; the critic term's gradient on x and z is
+    exactly minus the model term's; with the critic fixed no gradient reaches its parameters and
+    MINE's moving average stays where it is."""
+    torch.manual_seed(0)
+    spec = REGISTRY[name]
+    est = spec.family.build(name, 2, 2, BuildOptions(hidden=(8,), embed_dim=4)).double()
+    _randomise_last_layer(est, seed=1, std=0.5)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    z = (0.8 * x + 0.6 * torch.randn(12, 2, dtype=torch.float64, generator=gen)).detach().requires_grad_()
+    terms = est.terms(x, z, generator=torch.Generator().manual_seed(4))
+    want = (
+        {"mi", "log_likelihood"}
+        if spec.family is CLUB
+        else {"mi", "objective", "joint_mean", "log_partition"}
+    )
+    assert set(terms.metrics) == want
+    assert all(torch.isfinite(v) and not v.requires_grad for v in terms.metrics.values())
+    assert float(terms.mi) == float(terms.metrics["mi"]) != 0.0
+    g_critic = torch.autograd.grad(terms.critic, [x, z], retain_graph=True)
+    g_model = torch.autograd.grad(terms.model, [x, z], retain_graph=True)
+    assert g_model[0].abs().max() > 0
+    for c, m in zip(g_critic, g_model, strict=True):
+        torch.testing.assert_close(c, -m, rtol=1e-12, atol=1e-15)
+    params = [p for p in est.parameters() if p.requires_grad]
+    assert any(g is not None for g in torch.autograd.grad(terms.critic, params, allow_unused=True))
+
+    ema_before = [b.clone() for b in est.buffers()]
+    fixed = est.terms(x, z, generator=torch.Generator().manual_seed(4), train_critic=False)
+    for term in (fixed.model, fixed.critic):
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        assert all(g is None for g in grads)
+    assert all(torch.equal(a, b) for a, b in zip(ema_before, est.buffers(), strict=True))
+    assert float(fixed.mi) == pytest.approx(float(terms.mi), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- score_pairs

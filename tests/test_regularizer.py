@@ -487,6 +487,25 @@ def test_state_dict_of_a_restored_regularizer_keeps_the_optimizer_state():
             assert torch.equal(again["state"][k][name], value)
 
 
+def test_checkpoint_from_before_the_first_call_resumes_like_a_fresh_start():
+    kw = dict(x="input", z="1", hidden=(16,), lr=1e-2, seed=4)
+    fresh_model = _mlp()
+    fresh = MIRegularizer(fresh_model, **kw)
+    saved = copy.deepcopy(fresh.state_dict())
+    assert saved["_extra_state"]["dims"] is None and saved["_extra_state"]["optimizer"] is None
+    model = _mlp()
+    restored = MIRegularizer(model, **kw)
+    restored.load_state_dict(saved)
+    for x in _batches(3):
+        fresh_model(x)
+        model(x)
+        a, b = fresh(), restored()
+        a.backward()
+        b.backward()
+        assert a.item() == b.item()
+    assert restored.critic_steps == fresh.critic_steps == 3
+
+
 # -------------------------------------------------------------------------------------- 5. effect
 SIGMA = 0.5  # noise added to the code: keeps I(X; Z) finite (at most ~3.2 nats for 4 tanh units)
 
@@ -599,6 +618,31 @@ def test_bad_settings():
         MIRegularizer(Named(), z="enc.fc2", estimator="mien")
     with pytest.raises(ValueError, match=r"beta must be a finite number >= 0"):
         MIRegularizer(Named(), z="enc.fc2", beta=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"critic": "bad"}, r"critic must be one of \['concat', 'separable'\], an nn.Module or a factory"),
+        ({"critic": 3}, r"critic must be one of .* got 3"),
+        ({"hidden": (16, 0)}, r"every hidden width must be a positive integer, got 0"),
+        ({"hidden": 16}, r"hidden must be a sequence of layer widths, got 16"),
+        ({"embed_dim": -3}, r"embed_dim must be a positive integer, got -3"),
+        ({"marginals": "given"}, r"marginals must be 'shuffle', 'all' or None, got 'given'"),
+        ({"ema_rate": 0.0}, r"ema_rate must lie in \(0, 1\], got 0.0"),
+        ({"tau": float("nan")}, r"tau must be positive, got nan"),
+        ({"lr": 0.0}, r"lr must be a positive number, got 0.0"),
+        ({"warmup_steps": -1}, r"warmup_steps must be an integer >= 0, got -1"),
+        ({"seed": None}, r"seed must be an integer, got None"),
+        ({"estimator": "club", "gather_marginals": True}, r"'club' does not support gather_marginals=True"),
+        ({"estimator": "club", "adaptive_clip": True}, r"'club' does not support adaptive_clip=True"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, message):
+    """Every argument is checked when the regularizer is made, before any batch (the critic itself
+    is built from the first batch's dims)."""
+    with pytest.raises(ValueError, match=message):
+        MIRegularizer(Named(), x="input", z="enc.fc2", **kwargs)
 
 
 # --------------------------------------------------------------------------- 7. metrics, warm-up
@@ -731,6 +775,36 @@ def test_club_minimizes_the_upper_bound_and_fits_q():
         torch.testing.assert_close(p.grad, g)
     assert reg.critic_steps == 2
     assert float(reg.estimator.learning_loss(x, z).detach()) < nll_before  # q moved toward the data
+
+
+def test_club_metrics_are_its_own_and_finite():
+    """CLUB reports the bound and q's log-likelihood, no NaN stand-ins for MINE's parts."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    reg = MIRegularizer(model, x="input", z="2", beta=0.5, estimator="club", lr=1e-2, hidden=(16,))
+    x = torch.randn(32, 4)
+    model(x)
+    reg().backward()
+    q = copy.deepcopy(reg.estimator)
+    z = model(x)
+    term = reg()
+    m = reg.metrics()
+    assert list(m) == ["mi", "log_likelihood", "beta", "critic_steps"]
+    assert all(type(v) is float and math.isfinite(v) for v in m.values())
+    with torch.no_grad():
+        assert m["mi"] == pytest.approx(float(q(x, z)), rel=1e-6)
+        assert m["log_likelihood"] == pytest.approx(-float(q.learning_loss(x, z)), rel=1e-6)
+    assert term.item() == pytest.approx(0.5 * m["mi"], rel=1e-6)
+    term.backward()
+    assert reg.metrics()["critic_steps"] == 2.0
+
+
+def test_mine_metrics_keys():
+    model = _mlp(torch.float32)
+    reg = MIRegularizer(model, x="input", z="1", hidden=(16,))
+    model(_batches(1, dtype=torch.float32)[0])
+    reg().backward()
+    assert list(reg.metrics()) == ["mi", "objective", "joint_mean", "log_partition", "beta", "critic_steps"]
 
 
 def test_club_refuses_to_maximize():

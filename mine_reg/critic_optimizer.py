@@ -1,0 +1,76 @@
+"""The critic's optimizer, stepped inside the backward pass that delivers its gradients.
+
+A training loop then needs no second optimizer: ``(task_loss + reg()).backward()`` trains the
+model's side, and the critic steps as soon as its last gradient has landed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import sync
+
+__all__ = ["CriticOptimizer"]
+
+
+def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel where this build supports it (the critic steps every call)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+class CriticOptimizer:
+    """Adam on ``params``, stepped once a backward pass has given each of them a gradient.
+
+    A post-accumulate-grad hook counts the arrivals. When the last one lands, the gradients are
+    averaged over processes (:func:`mine_reg.sync.average_gradients`), Adam steps unless some
+    gradient is NaN or Inf (e.g. under fp16 loss scaling), and the gradients are cleared.
+    ``steps`` counts the steps taken; ``state_dict()`` holds Adam's state and ``steps``.
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: float) -> None:
+        self.params = params
+        self.optimizer = _adam(params, lr)
+        self.steps = 0
+        self._arrived = 0
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._arrive)
+
+    def _arrive(self, param: Tensor) -> None:
+        self._arrived += 1
+        if self._arrived == len(self.params):
+            self.step()
+
+    def flush(self) -> None:
+        """Step with the gradients that have arrived, if a backward pass reached only some of the
+        parameters."""
+        if self._arrived:
+            self.step()
+
+    def step(self) -> None:
+        """Average the gradients over processes and step (skipped if one is NaN or Inf)."""
+        self._arrived = 0
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            return
+        sync.average_gradients(params)
+        if torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all():
+            self.optimizer.step()
+            self.steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def follow_parameters(self) -> None:
+        """Move Adam's state to the parameters' device, after the module holding them has moved."""
+        self.optimizer.load_state_dict(self.optimizer.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "critic_steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state["critic_steps"]

@@ -35,6 +35,7 @@ Usage, from the repository root:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import multiprocessing as mp
@@ -139,7 +140,13 @@ def neighbours(kinds: Sequence[str], threads: int, settle: float) -> Iterator[li
 
 
 def supports_num_threads() -> bool:
-    return "num_threads" in inspect.signature(estimate_mi).parameters
+    """Whether estimate_mi takes ``num_threads`` (a field of EstimateOptions, or a parameter)."""
+    from mine_reg.estimate import EstimateOptions
+
+    params = inspect.signature(estimate_mi).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):  # **options
+        return "num_threads" in {f.name for f in dataclasses.fields(EstimateOptions)}
+    return "num_threads" in params
 
 
 def thread_settings(torch_default: int, has_option: bool) -> list[tuple[str, dict[str, Any]]]:

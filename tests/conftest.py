@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from accelerate_helpers import fresh_accelerate_state  # noqa: F401  (a fixture, shared)
 
 from mine_reg.synthetic import correlated_gaussian, gaussian_mi, rho_for_mi
 

@@ -12,7 +12,6 @@ import math
 import os
 import random
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,45 +20,15 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.tracking import GeneralTracker
+from accelerate_helpers import RecordingTracker
 from torch import nn
 
 from mine_reg.monitor import MIMonitor, classifier_bound
 from mine_reg.plots import plot_information_plane, plot_mi_over_time, plot_result
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "fresh_accelerate_state")
 
 CHEAP = {"max_steps": 50, "hidden": (16,), "embed_dim": 8}  # the pipeline, not the accuracy
-
-
-class RecordingTracker(GeneralTracker):
-    """Keeps every ``log`` call as ``(values, step)``."""
-
-    name = "recorder"
-    requires_logging_directory = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[dict, int | None]] = []
-
-    @property
-    def tracker(self) -> RecordingTracker:
-        return self
-
-    def store_init_configuration(self, values: dict) -> None:
-        pass
-
-    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        self.calls.append((dict(values), step))
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state() -> Iterator[None]:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 class Net(nn.Module):

@@ -9,54 +9,20 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.tracking import GeneralTracker
+from accelerate_helpers import RecordingTracker
 from torch import nn
 
 from mine_reg import MIRegularizer
 from mine_reg.tracking import end_tracking, init_wandb_tracking, log_metrics
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "fresh_accelerate_state")
 
 METRIC_KEYS = {"mi/mi", "mi/objective", "mi/joint_mean", "mi/log_partition", "mi/beta", "mi/critic_steps"}
-
-
-class RecordingTracker(GeneralTracker):
-    """Keeps every ``log`` call as ``(values, step)`` and the stored configuration."""
-
-    name = "recorder"
-    requires_logging_directory = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[dict, int | None]] = []
-        self.config: dict | None = None
-
-    @property
-    def tracker(self) -> RecordingTracker:
-        return self
-
-    def store_init_configuration(self, values: dict) -> None:
-        self.config = dict(values)
-
-    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        self.calls.append((dict(values), step))
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state() -> Iterator[None]:
-    """Accelerate keeps its state in process-wide singletons: start and leave each test clean."""
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _train(accelerator: Accelerator, steps: int, gaussian_pair) -> MIRegularizer:

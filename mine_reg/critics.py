@@ -256,32 +256,40 @@ class GaussianCritic(nn.Module):
         v = (z.double() - self.mean[dx:]) / self.scale[dx:] @ self.proj_z
         return u, v
 
+    def coefficients(self, kept_only: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Per canonical pair: rho, 1 - rho², the constant -0.5·log(1 - rho²), the quadratic
+        weight rho² / (2(1 - rho²)) and the cross weight rho / (1 - rho²) ([r] each, float64);
+        pairs beyond ``rank`` have rho = 0 unless ``kept_only=False``."""
+        rho = self._active_rho() if kept_only else self.rho
+        one_minus = 1 - rho**2
+        return rho, one_minus, -0.5 * torch.log1p(-(rho**2)), rho**2 / (2 * one_minus), rho / one_minus
+
+    def _pair_terms(self, u: Tensor, v: Tensor, kept_only: bool = True) -> Tensor:
+        """Each canonical pair's log ratio for the rows (u_i, v_i): [B, r]."""
+        rho, one_minus, const, _, _ = self.coefficients(kept_only)
+        return const - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
+
     def prefix_joint_scores(self, x: Tensor, z: Tensor) -> Tensor:
         """Unclamped scores of the pairs (x_i, z_i) keeping the k strongest canonical pairs, for
         every k = 0 .. r: [B, r + 1] (float64)."""
-        u, v = self.canonical(x, z)
-        rho = self.rho
-        one_minus = 1 - rho**2
-        terms = -0.5 * torch.log1p(-(rho**2)) - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
+        terms = self._pair_terms(*self.canonical(x, z), kept_only=False)
         return torch.cat([terms.new_zeros(len(terms), 1), terms.cumsum(dim=1)], dim=1)
 
-    def _coefficients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        rho = self._active_rho()
-        one_minus = 1 - rho**2
-        return rho, one_minus, -0.5 * torch.log1p(-(rho**2)), rho**2 / (2 * one_minus)
+    def clip_at_quantile(self, x: Tensor, z: Tensor, quantile: float, floor: float) -> GaussianCritic:
+        """:meth:`set_clip` with the ceiling at ``quantile`` of the unclamped joint scores of
+        (x, z) (at least floor + 1)."""
+        ceiling = float(torch.quantile(self.prefix_joint_scores(x, z)[:, int(self.rank)], quantile))
+        return self.set_clip(floor, max(ceiling, floor + 1))
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        u, v = self.canonical(x, z)
-        rho, one_minus, const, _ = self._coefficients()
-        scores = const - (rho * u - v) ** 2 / (2 * one_minus) + v**2 / 2
-        return scores.sum(dim=-1).clamp(self.floor, self.ceiling).to(x.dtype)
+        scores = self._pair_terms(*self.canonical(x, z)).sum(dim=-1)
+        return scores.clamp(self.floor, self.ceiling).to(x.dtype)
 
     def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
         u, v = self.canonical(x, z)
-        rho, one_minus, const, quad = self._coefficients()
+        _, _, const, quad, cross = self.coefficients()
         qx, qz = (u**2 * quad).sum(-1), (v**2 * quad).sum(-1)
-        cross = (u * (rho / one_minus)) @ v.T
-        m = cross - rearrange(qx, "b -> b 1") - rearrange(qz, "c -> 1 c") + const.sum()
+        m = (u * cross) @ v.T - rearrange(qx, "b -> b 1") - rearrange(qz, "c -> 1 c") + const.sum()
         return m.clamp(self.floor, self.ceiling).to(x.dtype)
 
 
@@ -305,9 +313,7 @@ class RadialCritic(nn.Module):
         """Fit on samples x [N, dx], z [N, dz] (no shrinkage: two features), scores clamped to
         [floor, the ``ceiling_quantile`` of the joint scores on the fit sample]."""
         fx, fz = self.feature(x), self.feature(z)
-        self.gaussian.fit(fx, fz, shrink=False)
-        ceiling = float(torch.quantile(self.gaussian(fx, fz), ceiling_quantile))
-        self.gaussian.set_clip(floor, max(ceiling, floor + 1))
+        self.gaussian.fit(fx, fz, shrink=False).clip_at_quantile(fx, fz, ceiling_quantile, floor)
         return self
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:

@@ -368,9 +368,7 @@ def _dv_by_rank(gauss: GaussianCritic, x: Tensor, y: Tensor, batch_size: int, ce
     critic keeping its k strongest canonical pairs, its scores clamped to [floor, ceilings[k]],
     for every k = 0 .. r (all off-diagonal pairs of each batch as marginals): [r + 1]."""
     u, v = gauss.canonical(x, y)
-    rho = gauss.rho
-    one_minus = 1 - rho**2
-    const, quad, cross = -0.5 * torch.log1p(-(rho**2)), rho**2 / (2 * one_minus), rho / one_minus
+    rho, _, const, quad, cross = gauss.coefficients(kept_only=False)
     joint = gauss.prefix_joint_scores(x, y)
     joint_mean = torch.minimum(joint.clamp_min(gauss.floor), ceilings).mean(dim=0)
     lse, count = [], 0
@@ -416,7 +414,7 @@ def fit_gaussian(
     value, shrinkage, rank = best
     x_fit, y_fit = torch.cat([x, x_monitor]), torch.cat([y, y_monitor])
     gauss = GaussianCritic(dx, dy).to(x.device).fit(x_fit, y_fit, shrinkage=shrinkage, rank=rank)
-    gauss.set_clip(GAUSSIAN_FLOOR, max(float(_ceilings(gauss, x_fit, y_fit)[rank]), GAUSSIAN_FLOOR + 1))
+    gauss.clip_at_quantile(x_fit, y_fit, GAUSSIAN_CEILING_QUANTILE, GAUSSIAN_FLOOR)
     return gauss, {"monitor": value, "ledoit_wolf": float(shrinkage is None), "rank": float(rank)}
 
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from . import bounds, sync
 from .club import CLUB
 from .critics import Marginals, score_pairs
+from .exact import ExactConditional
 from .protocol import BuildOptions, Terms, call_frozen
 
 __all__ = ["REGISTRY", "ESTIMATORS", "EstimatorSpec", "lookup", "MIEstimator", "MIOutput", "EMALogPartition"]
@@ -31,7 +32,8 @@ class EstimatorSpec(NamedTuple):
     objective: the bound the critic ascends (a name in :data:`mine_reg.bounds.BOUNDS`; for CLUB,
         q's log-likelihood).
     readout: the bound the MI is read from, in nats.
-    family: the class that implements it (:class:`MIEstimator` or :class:`CLUB`).
+    family: the class that implements it (:class:`MIEstimator`, :class:`CLUB`, or
+        :class:`mine_reg.exact.ExactConditional`, which takes z as the encoder's (mean, std)).
     gradient: train with this bound's gradient while reporting the objective's value (SMILE).
     moving_average: the DV objective with MINE's moving-average gradient correction.
     upper_bound: an upper bound on MI, so it may be minimized only.
@@ -266,6 +268,10 @@ REGISTRY: dict[str, EstimatorSpec] = {
     "smile": EstimatorSpec("smile", "smile", MIEstimator, gradient="jsd"),
     "jsd": EstimatorSpec("jsd", "dv", MIEstimator),
     "club": EstimatorSpec("log_likelihood", "club", CLUB, upper_bound=True, gathers=False, clips=False),
+    "l1out": EstimatorSpec("l1out", "l1out", ExactConditional, upper_bound=True, gathers=False, clips=False),
+    "club-exact": EstimatorSpec(
+        "club-exact", "club-exact", ExactConditional, upper_bound=True, gathers=False, clips=False
+    ),
 }
 """Every estimator by name. Read-outs are in nats; ``objective`` is what the critic ascends."""
 

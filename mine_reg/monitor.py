@@ -196,8 +196,12 @@ class MIMonitor:
         seed: int = 0,
         t_y: str = "auto",
     ) -> None:
-        single_pair = isinstance(layers, tuple) and len(layers) == 2 and callable(layers[1])
-        if isinstance(layers, str) or callable(layers) or single_pair:
+        single_tuple = (
+            isinstance(layers, tuple)
+            and len(layers) in (2, 3)
+            and (callable(layers[1]) or (len(layers) == 3 and layers[1] is None))
+        )
+        if isinstance(layers, str) or callable(layers) or single_tuple:
             layers = [layers]
         layers = list(layers)
         if not layers:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from . import sync
 from .critic_optimizer import CriticOptimizer
 from .estimator import lookup
-from .hooks import Spec, Tap, check_pair, read_input
+from .hooks import Spec, Tap, check_pair, read_pair
 from .protocol import BuildOptions, CriticSpec, Terms
 
 __all__ = ["MIRegularizer"]
@@ -85,9 +85,14 @@ class MIRegularizer(nn.Module):
         model: any ``nn.Module`` (also wrapped by DDP / Accelerate or ``torch.compile`` after
             the regularizer was attached).
         x, z: where X and Z come from: a spec of :mod:`mine_reg.hooks` (``"input"``, a dotted
-            submodule name, ``"name:input"``, a callable on the model's input, ``(name, callable)``)
-            or ``None`` to pass the tensor at call time (``reg(x=..., z=...)``, e.g. labels).
-            Activations of any shape are flattened per sample: [B, ...] -> [B, D].
+            submodule name, ``"name:input"``, a callable on the model's input, ``(name, callable)``
+            with the callable given the module's whole output, ``(name, callable_or_None,
+            einops_pattern)`` for seq-first layers) or ``None`` to pass the tensor at call time
+            (``reg(x=..., z=...)``). Activations of any shape are flattened per sample:
+            [B, ...] -> [B, D]; integer tensors (token ids, class indices) are refused: hook the
+            embedding layer, or pass one-hot floats. Forward passes under ``torch.no_grad()`` are
+            not captured; all forward passes since the last call are read together (gradient
+            accumulation: several micro-batches, one call), joined along the batch.
         beta: weight of the MI term (nats are multiplied by beta).
         mode: ``"minimize"`` (information bottleneck) or ``"maximize"`` (GAN codes, ALI).
         estimator: a name in :data:`mine_reg.estimator.REGISTRY`: ``"mine"`` (default), another
@@ -162,7 +167,9 @@ class MIRegularizer(nn.Module):
         if self.taps:
             raise RuntimeError("this MIRegularizer is already attached; call remove() before attaching again")
         self.taps = {
-            k: Tap(self.model[0], s, k) for k, s in (("x", self.x_spec), ("z", self.z_spec)) if s is not None
+            k: Tap(self.model[0], s, k, grad_only=True)
+            for k, s in (("x", self.x_spec), ("z", self.z_spec))
+            if s is not None
         }
         return self
 
@@ -182,7 +189,7 @@ class MIRegularizer(nn.Module):
         """Step a critic left with a partial backward, read (x, z), build or move the estimator."""
         if self.critic_optimizer is not None:
             self.critic_optimizer.flush()
-        xs, zs = read_input(self.taps, "x", x), read_input(self.taps, "z", z)
+        xs, zs = read_pair(self.taps, x, z)
         check_pair(xs, zs, self.taps, self.dims)
         if self.estimator is None:
             self._build(xs.shape[1], zs.shape[1], xs.dtype, xs.device)
@@ -241,7 +248,8 @@ class MIRegularizer(nn.Module):
         self, x: Tensor | None = None, z: Tensor | None = None, task_loss: Tensor | None = None
     ) -> Tensor:
         """The term to add to the loss: value sign·beta·I (nats·beta), gradients as described
-        in the module docstring. Call once per training step, after the model's forward."""
+        in the module docstring. Call after the model's forward passes: once per backward pass,
+        over every micro-batch captured since the last call."""
         if self.adaptive_clip and task_loss is None:
             raise ValueError("adaptive_clip=True needs the task loss: reg(task_loss=loss)")
         xs, zs = self._prepare(x, z)

@@ -46,6 +46,8 @@ __all__ = [
     "parse_spec",
     "check_finite",
     "read_input",
+    "read_mean_std",
+    "check_mean_std",
     "read_pair",
     "check_pair",
 ]
@@ -397,23 +399,9 @@ def _not_floating(value: Tensor, label: str, tap: Tap | None) -> ValueError:
     )
 
 
-def read_input(taps: dict[str, Tap], label: str, given: Any) -> Tensor:
-    """The batch for ``label`` ("x" or "z"): its tap's captures (several forward passes joined
-    along dim 0), or ``given`` when it has no tap, as a floating [B, D] tensor ([B, ...] flattened
-    per sample). ValueError if both or neither are there, for a tuple (a callable must pick one
-    tensor) or another non-tensor, a scalar, or an integer / bool tensor (ids or labels)."""
-    tap = taps.get(label)
-    if given is not None and tap is not None:
-        raise ValueError(f"{label} is read from the model by a hook; do not pass {label}= as well")
-    if given is None and tap is None:
-        raise ValueError(f"{label} has no hook (spec None): pass it when calling, reg({label}=tensor)")
-    value = given if tap is None else tap.take()
-    where = _where(taps, label)
-    if isinstance(value, tuple | list):
-        raise ValueError(
-            f"{where} gave a {type(value).__name__} of {len(value)} parts; the regularizer needs one "
-            "tensor: a callable spec must pick one, e.g. (name, lambda out: out[0])"
-        )
+def _rows(value: Any, label: str, tap: Tap | None, where: str) -> Tensor:
+    """``value`` as a floating [B, D] tensor ([B, ...] flattened per sample); ValueError for a
+    non-tensor, a scalar, or an integer / bool tensor (ids or labels)."""
     if not isinstance(value, Tensor):
         raise ValueError(f"{label} must be a tensor, got {type(value).__name__} ({where})")
     if value.ndim == 0:
@@ -423,9 +411,55 @@ def read_input(taps: dict[str, Tap], label: str, given: Any) -> Tensor:
     return rearrange(value, "b ... -> b (...)") if value.ndim != 2 else value
 
 
-def read_pair(taps: dict[str, Tap], x: Any, z: Any) -> tuple[Tensor, Tensor]:
-    """(x, z) by :func:`read_input`; ValueError if the x and z taps hold different numbers of
-    captures (forward passes). Every capture is dropped, read or not."""
+def _value(taps: dict[str, Tap], label: str, given: Any) -> Any:
+    tap = taps.get(label)
+    if given is not None and tap is not None:
+        raise ValueError(f"{label} is read from the model by a hook; do not pass {label}= as well")
+    if given is None and tap is None:
+        raise ValueError(f"{label} has no hook (spec None): pass it when calling, reg({label}=tensor)")
+    return given if tap is None else tap.take()
+
+
+def read_input(taps: dict[str, Tap], label: str, given: Any) -> Tensor:
+    """The batch for ``label`` ("x" or "z"): its tap's captures (several forward passes joined
+    along dim 0), or ``given`` when it has no tap, as a floating [B, D] tensor ([B, ...] flattened
+    per sample). ValueError if both or neither are there, for a tuple (a callable must pick one
+    tensor) or another non-tensor, a scalar, or an integer / bool tensor (ids or labels)."""
+    value, where = _value(taps, label, given), _where(taps, label)
+    if isinstance(value, tuple | list):
+        raise ValueError(
+            f"{where} gave a {type(value).__name__} of {len(value)} parts; the regularizer needs one "
+            "tensor: a callable spec must pick one, e.g. (name, lambda out: out[0])"
+        )
+    return _rows(value, label, taps.get(label), where)
+
+
+def read_mean_std(taps: dict[str, Tap], label: str, given: Any) -> tuple[Tensor, Tensor]:
+    """The (mean, std) pair of a Gaussian layer for ``label``, each a floating [B, K] tensor
+    ([B, ...] flattened per sample), for the exact-conditional estimators. ValueError unless the
+    capture (or ``given``) is a pair of tensors of one shape."""
+    value, where = _value(taps, label, given), _where(taps, label)
+    if not (isinstance(value, tuple | list) and len(value) == 2):
+        got = f"a {type(value).__name__}" + (
+            f" of {len(value)} parts" if isinstance(value, tuple | list) else ""
+        )
+        raise ValueError(
+            f"{where} gave {got}; an exact-conditional estimator needs the Gaussian layer's (mean, "
+            "std): a spec whose capture is that pair, e.g. z=('z:input', lambda args: args) for a "
+            "layer called as layer(mean, std), or pass reg(z=(mean, std))"
+        )
+    mean, std = (_rows(v, label, taps.get(label), where) for v in value)
+    if mean.shape != std.shape:
+        raise ValueError(
+            f"{where}: mean and std must have one shape, got {tuple(mean.shape)} and {tuple(std.shape)}"
+        )
+    return mean, std
+
+
+def read_pair(taps: dict[str, Tap], x: Any, z: Any, z_mean_std: bool = False) -> tuple[Tensor, Any]:
+    """(x, z) by :func:`read_input` (z by :func:`read_mean_std` when ``z_mean_std``); ValueError if
+    the x and z taps hold different numbers of captures (forward passes). Every capture is
+    dropped, read or not."""
     try:
         if len(taps) == 2 and taps["x"].count and taps["z"].count and taps["x"].count != taps["z"].count:
             raise ValueError(
@@ -433,10 +467,18 @@ def read_pair(taps: dict[str, Tap], x: Any, z: Any) -> tuple[Tensor, Tensor]:
                 f"{taps['z'].count} times since the last regularizer call: x and z must come from "
                 "the same forward passes"
             )
-        return read_input(taps, "x", x), read_input(taps, "z", z)
+        return read_input(taps, "x", x), (read_mean_std if z_mean_std else read_input)(taps, "z", z)
     finally:
         for tap in taps.values():
             tap.drop()
+
+
+def check_mean_std(mean: Tensor, std: Tensor, taps: dict[str, Tap]) -> None:
+    """ValueError unless std > 0 everywhere (mean and std are checked finite by :func:`check_pair`
+    and :func:`check_finite`)."""
+    check_finite(std.detach(), f"std of z ({_where(taps, 'z')})")
+    if not bool((std.detach() > 0).all()):
+        raise ValueError(f"std of z ({_where(taps, 'z')}) must be positive everywhere")
 
 
 def check_pair(x: Tensor, z: Tensor, taps: dict[str, Tap], dims: tuple[int, int] | None) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from . import sync
 from .critic_optimizer import CriticOptimizer
 from .estimator import lookup
-from .hooks import Spec, Tap, check_pair, read_pair
+from .hooks import Spec, Tap, check_mean_std, check_pair, read_pair
 from .protocol import BuildOptions, CriticSpec, Terms
 
 __all__ = ["MIRegularizer"]
@@ -41,6 +41,11 @@ class _GradScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad * ctx.holder[0], None
+
+
+def _map(fn: Any, z: Any) -> Any:
+    """``fn`` applied to a tensor, or to each tensor of a (mean, std) pair."""
+    return tuple(fn(t) for t in z) if isinstance(z, tuple) else fn(z)
 
 
 def _check_settings(mode: str, beta: float, lr: float, warmup_steps: int, seed: int) -> None:
@@ -185,19 +190,27 @@ class MIRegularizer(nn.Module):
     def __exit__(self, *exc: Any) -> None:
         self.remove()
 
-    def _prepare(self, x: Tensor | None, z: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Step a critic left with a partial backward, read (x, z), build or move the estimator."""
+    @property
+    def takes_mean_std(self) -> bool:
+        """Whether z is read as a Gaussian layer's (mean, std) (the exact-conditional bounds)."""
+        return bool(getattr(self.spec.family, "takes_mean_std", False))
+
+    def _prepare(self, x: Tensor | None, z: Any) -> tuple[Tensor, Any]:
+        """Step a critic left with a partial backward, read (x, z), build or move the estimator.
+        z is a tensor, or a (mean, std) pair for the exact-conditional bounds."""
         if self.critic_optimizer is not None:
             self.critic_optimizer.flush()
-        xs, zs = read_pair(self.taps, x, z)
-        check_pair(xs, zs, self.taps, self.dims)
+        xs, zs = read_pair(self.taps, x, z, z_mean_std=self.takes_mean_std)
+        check_pair(xs, zs[0] if self.takes_mean_std else zs, self.taps, self.dims)
+        if self.takes_mean_std:
+            check_mean_std(*zs, self.taps)
         if self.estimator is None:
-            self._build(xs.shape[1], zs.shape[1], xs.dtype, xs.device)
+            self._build(xs.shape[1], (zs[0] if self.takes_mean_std else zs).shape[1], xs.dtype, xs.device)
         param = next(iter(self.estimator.parameters()), None)
         if param is not None and param.device != xs.device:  # restored from a checkpoint elsewhere
             self.estimator.to(xs.device)
             self.critic_optimizer.follow_parameters()
-        self._last_inputs = (xs.detach(), zs.detach())
+        self._last_inputs = (xs.detach(), _map(Tensor.detach, zs))
         return xs, zs
 
     def _build(self, dx: int, dz: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -210,7 +223,8 @@ class MIRegularizer(nn.Module):
         self.dims = (dx, dz)
         params = [p for p in self.estimator.parameters() if p.requires_grad]
         sync.broadcast_parameters(params)
-        self.critic_optimizer = CriticOptimizer(params, self.lr)
+        # the exact-conditional bounds have nothing to train
+        self.critic_optimizer = CriticOptimizer(params, self.lr) if params else None
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return [] if self.critic_optimizer is None else list(self.critic_optimizer.params)
@@ -237,10 +251,10 @@ class MIRegularizer(nn.Module):
         self.steps += 1
         return self.sign * self._last_beta * (sync.world_size() if self.gather_marginals else 1)
 
-    def _score(self, x: Tensor, z: Tensor, train_critic: bool = True) -> Terms:
+    def _score(self, x: Tensor, z: Any, train_critic: bool = True) -> Terms:
         if self.gather_marginals:
             x, z = sync.gather_rows(x, z)
-        x, z = x.to(self.critic_dtype), z.to(self.critic_dtype)
+        x, z = x.to(self.critic_dtype), _map(lambda t: t.to(self.critic_dtype), z)
         self._terms = self.estimator.terms(x, z, generator=self.generator, train_critic=train_critic)
         return self._terms
 
@@ -257,7 +271,7 @@ class MIRegularizer(nn.Module):
         # One backward pass serves both sides: the critic's parameters descend its loss, and the
         # gradient reaching x and z, -d(model), is rescaled to factor·d(model) for the model.
         scale = [-factor]
-        terms = self._score(_GradScale.apply(xs, scale), _GradScale.apply(zs, scale))
+        terms = self._score(_GradScale.apply(xs, scale), _map(lambda t: _GradScale.apply(t, scale), zs))
         if self.adaptive_clip:
             scale[0] = -factor * _clip_scale(self.model[0], task_loss, terms.critic)
         return self.sign * self._last_beta * terms.mi + (terms.critic - terms.critic.detach())
@@ -273,12 +287,14 @@ class MIRegularizer(nn.Module):
         """One step of the critic on detached (x, z): the last captured batch when none is
         given. Returns the MI read-out (nats) before the step."""
         if x is None and z is None and self._last_inputs is not None:
-            self.critic_optimizer.flush()
+            if self.critic_optimizer is not None:
+                self.critic_optimizer.flush()
             xs, zs = self._last_inputs
         else:
-            xs, zs = (t.detach() for t in self._prepare(x, z))
+            xs, zs = (_map(Tensor.detach, t) for t in self._prepare(x, z))
         terms = self._score(xs, zs)
-        terms.critic.backward()
+        if self.critic_optimizer is not None:  # else nothing to train (exact-conditional bounds)
+            terms.critic.backward()
         return float(terms.mi)
 
     # ---------------------------------------------------------------- reporting, checkpoints

@@ -44,12 +44,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from mine_reg import MIRegularizer, estimate_mi
+from mine_reg.estimator import REGISTRY
 from recipes.common import RunConfig, TrainState, finish, make_accelerator, run, start_run
 from recipes.digits import image_side, load_images
 from recipes.layers import Sample, mlp
 from recipes.training import Penalty, log_step, progress
 
 METHODS = ("baseline", "mine", "vib")
+EXACT = tuple(n for n, s in REGISTRY.items() if getattr(s.family, "takes_mean_std", False))
 
 
 @dataclass
@@ -194,8 +196,10 @@ def build_penalty(cfg: Config, accelerator: Accelerator, model: nn.Module, beta:
         return Penalty()
     if cfg.method == "vib":
         return Penalty(lambda mean, std: beta * kl_to_standard_normal(mean, std))
+    # the exact-conditional bounds read the Gaussian layer's (mean, std): z(mean, std)'s inputs
+    z = ("z:input", lambda args: args) if cfg.estimator in EXACT else "z"
     reg = MIRegularizer(
-        model, x="input", z="z", beta=beta, mode="minimize", estimator=cfg.estimator,
+        model, x="input", z=z, beta=beta, mode="minimize", estimator=cfg.estimator,
         lr=cfg.critic_lr, seed=cfg.seed,
     )  # fmt: skip
     return Penalty.of(accelerator, reg)

@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 
 __all__ = [
     "mlp",
+    "standardize_rows",
+    "Standardized",
     "ConcatCritic",
     "SeparableCritic",
     "GaussianCritic",
@@ -344,6 +346,43 @@ class BoundedCritic(nn.Module):
 
     def _score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
         return self.bound * torch.tanh(self.critic.score_matrix(x, z) / self.bound)
+
+
+def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each column of t [B, D] shifted and scaled to batch mean 0 and std 1 (population std plus
+    ``eps``); differentiable, so a gradient through it sees only changes of shape, not of scale."""
+    mean = reduce(t, "b d -> 1 d", "mean")
+    centred = t - mean
+    return centred / (reduce(centred**2, "b d -> 1 d", "mean").sqrt() + eps)
+
+
+class Standardized(nn.Module):
+    """Another critic scoring batch-standardized inputs: x and z each shifted and scaled per column
+    to mean 0, std 1 over the batch, with the gradient flowing through the batch statistics.
+
+    For minimizing MI through a critic (``mode="minimize"``) this removes the encoder's easiest
+    escape: without it, growing or shifting z moves the codes where the critic has never been
+    trained, its bound drops while the information stays (or grows). Standardized, a rescaled z
+    scores exactly as before, so only changes that do alter the dependence move the bound. Keeps
+    ``score_shuffled`` and ``score_matrix`` of the inner critic (the statistics are those of the
+    batch's joint rows, which the marginal pairs share)."""
+
+    def __init__(self, critic: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+        if hasattr(critic, "score_shuffled"):
+            self.score_shuffled = self._score_shuffled
+        if hasattr(critic, "score_matrix"):
+            self.score_matrix = self._score_matrix
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.critic(standardize_rows(x), standardize_rows(z))
+
+    def _score_shuffled(self, x: Tensor, z: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.critic.score_shuffled(standardize_rows(x), standardize_rows(z), index)
+
+    def _score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.critic.score_matrix(standardize_rows(x), standardize_rows(z))
 
 
 class InputNoise(nn.Module):

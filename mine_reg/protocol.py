@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .critics import ConcatCritic, SeparableCritic
+from .critics import ConcatCritic, SeparableCritic, Standardized
 
 __all__ = ["Terms", "Estimator", "BuildOptions", "CriticSpec", "call_frozen"]
 
@@ -85,6 +85,8 @@ class BuildOptions:
     marginals: ``"shuffle"``, ``"all"``, or None (``"all"`` for critics with ``score_matrix``).
     ema_rate: weight of the newest batch in MINE's moving average, in (0, 1].
     tau: SMILE's clipping threshold, > 0.
+    standardize: wrap the critic in :class:`mine_reg.critics.Standardized` (batch-standardized
+        inputs), which is what lets a critic bound be minimized.
     """
 
     critic: CriticSpec = "concat"
@@ -93,6 +95,7 @@ class BuildOptions:
     marginals: Literal["shuffle", "all"] | None = None
     ema_rate: float = 0.01
     tau: float = 5.0
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         spec = self.critic
@@ -113,13 +116,17 @@ class BuildOptions:
             raise ValueError(f"ema_rate must lie in (0, 1], got {self.ema_rate}")
         if not (isinstance(self.tau, int | float) and self.tau > 0):  # also rejects NaN
             raise ValueError(f"tau must be positive, got {self.tau}")
+        if not isinstance(self.standardize, bool):
+            raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
 
     def make_critic(self, x_dim: int, z_dim: int) -> nn.Module:
         """The critic for x [B, x_dim] and z [B, z_dim]."""
         spec = self.critic
         if isinstance(spec, str):
-            return _CRITICS[spec](x_dim, z_dim, self)
-        return spec if isinstance(spec, nn.Module) else spec(x_dim, z_dim)
+            critic = _CRITICS[spec](x_dim, z_dim, self)
+        else:
+            critic = spec if isinstance(spec, nn.Module) else spec(x_dim, z_dim)
+        return Standardized(critic) if self.standardize else critic
 
 
 def call_frozen(module: nn.Module, *args: Any, **kwargs: Any) -> Any:

@@ -100,10 +100,14 @@ class MIRegularizer(nn.Module):
             accumulation: several micro-batches, one call), joined along the batch.
         beta: weight of the MI term (nats are multiplied by beta).
         mode: ``"minimize"`` (information bottleneck) or ``"maximize"`` (GAN codes, ALI).
-        estimator: a name in :data:`mine_reg.estimator.REGISTRY`: ``"mine"`` (default), another
-            critic bound, or ``"club"``, the CLUB upper bound through a fitted Gaussian q(z|x).
-            Minimizing a lower bound does not guarantee that the true MI falls; minimizing an
-            upper bound does, as long as q fits.
+        estimator: a name in :data:`mine_reg.estimator.REGISTRY`. Default: ``"club"`` for
+            ``"minimize"`` (the CLUB upper bound through a Gaussian q(z|x) fitted by likelihood)
+            and ``"mine"`` (the DV bound with MINE's moving-average gradient) for ``"maximize"``.
+            When z comes from a Gaussian layer that exposes (mean, std), ``"l1out"`` (or
+            ``"club-exact"``) minimizes the encoder's own leave-one-out bound with nothing learned:
+            pass a spec whose capture is that pair, e.g. ``z=("z:input", lambda args: args)``.
+            Minimizing a lower bound (``"mine"``, ``"infonce"``, ...) does not guarantee that the
+            true MI falls; minimizing an upper bound does, as long as it stays an upper bound.
         critic: ``"concat"`` (the paper's MLP on [x, z]), ``"separable"``, an ``nn.Module``
             following the critic call contract, or a factory ``(x_dim, z_dim) -> nn.Module``.
             Built from the dims of the first batch, on that batch's device.
@@ -111,6 +115,9 @@ class MIRegularizer(nn.Module):
         marginals: ``"shuffle"`` or ``"all"``; default ``"all"`` for critics with
             ``score_matrix``, else ``"shuffle"``.
         hidden, embed_dim: widths of the built-in critics (and of CLUB's q).
+        standardize: the critic reads x and z standardized over the batch (gradient through the
+            statistics). Default: on for ``"minimize"``, where it stops the model from escaping
+            the critic by rescaling z; off for ``"maximize"``. Critic bounds only.
         ema_rate, tau: MINE's moving-average rate; SMILE's clip.
         warmup_steps: beta grows linearly from 0 over this many calls (0: constant beta).
         adaptive_clip: the MINE paper's adaptive clipping: the MI gradient g_m on the model is
@@ -131,7 +138,7 @@ class MIRegularizer(nn.Module):
         *,
         beta: float = 1.0,
         mode: Literal["minimize", "maximize"] = "minimize",
-        estimator: str = "mine",
+        estimator: str | None = None,
         critic: CriticSpec = "concat",
         lr: float = 1e-4,
         marginals: Literal["shuffle", "all"] | None = None,
@@ -139,6 +146,7 @@ class MIRegularizer(nn.Module):
         embed_dim: int = 32,
         ema_rate: float = 0.01,
         tau: float = 5.0,
+        standardize: bool | None = None,
         warmup_steps: int = 0,
         adaptive_clip: bool = False,
         gather_marginals: bool = False,
@@ -146,9 +154,13 @@ class MIRegularizer(nn.Module):
     ) -> None:
         super().__init__()
         _check_settings(mode, beta, lr, warmup_steps, seed)
+        if estimator is None:
+            estimator = "club" if mode == "minimize" else "mine"
+        if standardize is None:
+            standardize = mode == "minimize"
         self.spec = lookup(estimator)
         self.spec.check_use(estimator, mode, gather_marginals, adaptive_clip)
-        self.options = BuildOptions(critic, hidden, embed_dim, marginals, ema_rate, tau)
+        self.options = BuildOptions(critic, hidden, embed_dim, marginals, ema_rate, tau, standardize)
         self.beta, self.mode, self.estimator_name, self.lr, self.seed = float(beta), mode, estimator, lr, seed
         self.warmup_steps, self.adaptive_clip = warmup_steps, adaptive_clip
         self.gather_marginals = gather_marginals

@@ -41,7 +41,9 @@ class Recorder(nn.Module):
 
 
 def _recording(model: nn.Module, x, z) -> MIRegularizer:
-    return MIRegularizer(model, x=x, z=z, critic=Recorder, marginals="shuffle")
+    return MIRegularizer(
+        model, x=x, z=z, critic=Recorder, marginals="shuffle", estimator="mine", standardize=False
+    )
 
 
 class Bilinear(nn.Module):
@@ -146,7 +148,7 @@ def test_lstm_h_n_through_a_callable_and_the_input_through_a_pattern():
 
 def test_lstm_output_without_a_callable_lists_its_parts():
     model = SeqModel()
-    MIRegularizer(model, x=None, z="lstm")
+    MIRegularizer(model, x=None, z="lstm", estimator="mine")
     with pytest.raises(ValueError) as err:
         model(torch.randn(7, 4, 3))
     message = str(err.value)
@@ -167,7 +169,7 @@ def test_dict_output_with_and_without_a_callable():
     assert torch.equal(reg.estimator.critic.seen[1], want)
 
     reg.remove()
-    MIRegularizer(model, x="input", z="block")
+    MIRegularizer(model, x="input", z="block", estimator="mine")
     with pytest.raises(ValueError) as err:
         model(x)
     message = str(err.value)
@@ -200,7 +202,7 @@ def test_seq_first_attention_with_a_pattern_gives_batch_first_rows():
 
     # without the pattern the sequence axis would be read as the batch: the mismatch says so
     reg.remove()
-    plain = MIRegularizer(model, x=None, z=("att", lambda out: out[0]))
+    plain = MIRegularizer(model, x=None, z=("att", lambda out: out[0]), estimator="mine")
     model(x)
     with pytest.raises(ValueError, match=r"different batch sizes: 3 .* and 5 .*seq-first"):
         plain(x=torch.randn(3, 2))
@@ -208,12 +210,14 @@ def test_seq_first_attention_with_a_pattern_gives_batch_first_rows():
 
 def test_a_pattern_that_does_not_fit_and_bad_specs():
     model = DictModel()
-    MIRegularizer(model, x="input", z=("block", lambda out: out["hidden"], "b s d -> b (s d)"))
+    MIRegularizer(
+        model, x="input", z=("block", lambda out: out["hidden"], "b s d -> b (s d)"), estimator="mine"
+    )
     with pytest.raises(ValueError, match=r"the pattern 'b s d -> b \(s d\)' does not fit a tensor of shape"):
         model(torch.randn(6, 4))
     for spec in [("block", "not callable"), ("block", None, "no arrow"), (3, None), ("a", None, "x->x", 1)]:
         with pytest.raises(ValueError, match=r"a spec is a name, a callable"):
-            MIRegularizer(DictModel(), x="input", z=spec)
+            MIRegularizer(DictModel(), x="input", z=spec, estimator="mine")
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -257,18 +261,18 @@ def test_integer_and_bool_inputs_are_refused_with_the_embedding_hint():
             return self.head(self.embed(ids))
 
     model = Tokens()
-    reg = MIRegularizer(model, x="input", z="head")
+    reg = MIRegularizer(model, x="input", z="head", estimator="mine")
     model(torch.randint(0, 10, (8,)))
     with pytest.raises(ValueError, match=r"x = 'input' is an integer tensor \(int64\).*e\.g\. x='embed'"):
         reg()
     reg.remove()
 
-    fixed = MIRegularizer(model, x="embed", z="head")  # the suggested spec works
+    fixed = MIRegularizer(model, x="embed", z="head", estimator="mine")  # the suggested spec works
     model(torch.randint(0, 10, (8,)))
     assert torch.isfinite(fixed())
     fixed.remove()
 
-    given = MIRegularizer(model, x=None, z="head")
+    given = MIRegularizer(model, x=None, z="head", estimator="mine")
     for bad, dtype in [(torch.arange(8) % 3, "int64"), (torch.arange(8) % 2 == 0, "bool")]:
         model(torch.randint(0, 10, (8,)))
         message = rf"x passed at call time is an integer tensor \({dtype}\).*one_hot"
@@ -282,7 +286,9 @@ def test_integer_and_bool_inputs_are_refused_with_the_embedding_hint():
 def _accumulating() -> tuple[nn.Sequential, MIRegularizer]:
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
-    reg = MIRegularizer(model, x="input", z="2", beta=1.0, estimator="infonce", critic=Bilinear)
+    reg = MIRegularizer(
+        model, x="input", z="2", beta=1.0, estimator="infonce", critic=Bilinear, standardize=False
+    )
     return model, reg
 
 
@@ -338,7 +344,7 @@ def test_x_and_z_from_different_numbers_of_forward_passes():
             return self.b(h) if self.use_b else h
 
     model = Branch()
-    reg = MIRegularizer(model, x="input", z="b")
+    reg = MIRegularizer(model, x="input", z="b", estimator="mine")
     model(torch.randn(4, 4))
     model.use_b = False
     model(torch.randn(4, 4))
@@ -370,7 +376,7 @@ def test_forwards_without_gradients_are_not_captured():
 
 def test_captures_are_dropped_at_take_and_remove():
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
-    reg = MIRegularizer(model, x="input", z="0")
+    reg = MIRegularizer(model, x="input", z="0", estimator="mine")
     out = model(torch.randn(5, 4))
     ref = weakref.ref(reg.taps["z"].captures[0])
     tap = reg.taps["z"]
@@ -394,7 +400,7 @@ def test_captures_are_dropped_at_take_and_remove():
 def test_many_captures_without_a_call_warn(monkeypatch):
     monkeypatch.setattr(hooks_module, "MANY_CAPTURES", 3)
     model = nn.Sequential(nn.Linear(4, 2))
-    reg = MIRegularizer(model, x="input", z="0")
+    reg = MIRegularizer(model, x="input", z="0", estimator="mine")
     model(torch.randn(4, 4)), model(torch.randn(4, 4))
     with pytest.warns(UserWarning, match=r"holds 3 captures"):
         model(torch.randn(4, 4))
@@ -404,7 +410,7 @@ def test_many_captures_without_a_call_warn(monkeypatch):
 # -------------------------------------------------------------------------- shared modules
 def test_a_module_run_twice_in_one_forward_is_refused():
     model = Shared()
-    reg = MIRegularizer(model, x="input", z="lin")
+    reg = MIRegularizer(model, x="input", z="lin", estimator="mine")
     with pytest.raises(ValueError, match=r"z = 'lin': module 'lin' \(Linear\) ran 2 times in one forward"):
         model(torch.randn(4, 4))
     assert reg.taps["x"].count == reg.taps["z"].count == 0  # that pass left no capture behind
@@ -431,7 +437,7 @@ def test_a_forward_pass_that_raises_leaves_no_capture():
             return self.b(h)
 
     model = Fails()
-    reg = MIRegularizer(model, x="input", z="a")
+    reg = MIRegularizer(model, x="input", z="a", estimator="mine")
     with pytest.raises(RuntimeError, match="out of memory"):
         model(torch.randn(4, 4))
     assert reg.taps["x"].count == reg.taps["z"].count == 0
@@ -454,7 +460,7 @@ def test_reg_called_inside_the_models_forward():
             return self.a(x).pow(2).mean() + self.reg[0]()
 
     model = WithLoss()
-    model.reg.append(MIRegularizer(model, x="input", z="a"))
+    model.reg.append(MIRegularizer(model, x="input", z="a", estimator="mine"))
     for _ in range(2):
         model(torch.randn(6, 4)).backward()
     assert model.reg[0].critic_steps == 2

@@ -90,7 +90,14 @@ class Recorder(nn.Module):
 
 
 def _recording(model: nn.Module, x, z, **kw) -> MIRegularizer:
-    return MIRegularizer(model, x=x, z=z, critic=Recorder, marginals="shuffle", **kw)
+    return MIRegularizer(
+        model,
+        x=x,
+        z=z,
+        critic=Recorder,
+        marginals="shuffle",
+        **{"estimator": "mine", "standardize": False, **kw},
+    )
 
 
 def _warm(model: nn.Module, reg: MIRegularizer, batches: list[torch.Tensor]) -> None:
@@ -298,8 +305,8 @@ def test_remove_leaves_no_hooks():
     model = Named()
     assert _count_hooks(model) == 0
     # per tap: its hook and two forward hooks on the root (3), plus a root pre-hook for a submodule (4)
-    reg = MIRegularizer(model, x="input", z="enc.fc2:input")
-    other = MIRegularizer(model, x=lambda t: t[:, :2], z=("head", lambda t: t))
+    reg = MIRegularizer(model, x="input", z="enc.fc2:input", estimator="mine")
+    other = MIRegularizer(model, x=lambda t: t[:, :2], z=("head", lambda t: t), estimator="mine")
     assert _count_hooks(model) == 14
     reg.remove()
     assert _count_hooks(model) == 7
@@ -311,7 +318,7 @@ def test_remove_leaves_no_hooks():
 
 def test_context_manager_removes_hooks():
     model = Named()
-    with MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,)) as reg:
+    with MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,), estimator="mine") as reg:
         assert _count_hooks(model) == 7
         model(torch.randn(8, 5))
         assert torch.isfinite(reg())
@@ -334,7 +341,7 @@ def test_two_regularizers_on_the_same_tensors():
 
 def test_attach_twice_raises_and_reattach_after_remove():
     model = Named()
-    reg = MIRegularizer(model, x="input", z="enc.fc2")
+    reg = MIRegularizer(model, x="input", z="enc.fc2", estimator="mine")
     with pytest.raises(RuntimeError, match="already attached"):
         reg.attach()
     assert _count_hooks(model) == 7
@@ -363,7 +370,7 @@ def _flows(wrapped: nn.Module, inner: nn.Module, reg: MIRegularizer, n: int = 3)
 def test_data_parallel_names_with_and_without_prefix(name):
     model = _mlp(torch.float32)
     wrapped = nn.DataParallel(model)
-    reg = MIRegularizer(wrapped, x="input", z=name, hidden=(16,), lr=1e-2)
+    reg = MIRegularizer(wrapped, x="input", z=name, hidden=(16,), lr=1e-2, estimator="mine")
     _flows(wrapped, model, reg)
 
 
@@ -389,7 +396,7 @@ def test_ddp_names_with_and_without_prefix(gloo_world_of_one, name):
     model = _mlp(torch.float32)
     wrapped = nn.parallel.DistributedDataParallel(model)
     # z = the last layer, so every parameter gets a gradient (DDP expects that each step)
-    reg = MIRegularizer(wrapped, x="input", z=name, hidden=(16,), lr=1e-2)
+    reg = MIRegularizer(wrapped, x="input", z=name, hidden=(16,), lr=1e-2, estimator="mine")
     _flows(wrapped, model, reg)
     assert model[2].weight.grad.abs().max() > 0
 
@@ -418,7 +425,7 @@ def test_torch_compile_after_attach_matches_eager():
     torch.testing.assert_close(model[0].weight.grad, twin[0].weight.grad, rtol=1e-4, atol=1e-7)
 
     # a name given with torch.compile's prefix resolves on the compiled module too
-    other = MIRegularizer(compiled, x="input", z="_orig_mod.1", hidden=(16,))
+    other = MIRegularizer(compiled, x="input", z="_orig_mod.1", hidden=(16,), estimator="mine")
     assert other.taps["z"].module is model[1]
     other.remove()
 
@@ -531,7 +538,16 @@ def _heldout_mi(beta: float, mode: str):
     model = nn.Sequential(enc, Noise(), nn.Linear(4, 1))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     reg = MIRegularizer(
-        model, x="input", z="1", beta=beta, mode=mode, critic="separable", hidden=(32,), embed_dim=16, lr=5e-3
+        model,
+        x="input",
+        z="1",
+        beta=beta,
+        mode=mode,
+        critic="separable",
+        hidden=(32,),
+        embed_dim=16,
+        lr=5e-3,
+        estimator="mine",
     )
     g = torch.Generator().manual_seed(1)
     for _ in range(300):
@@ -566,12 +582,12 @@ def test_minimize_lowers_and_maximize_raises_heldout_mi():
 # ---------------------------------------------------------------------------------- 6. bad input
 def test_unknown_module_name_lists_close_names():
     with pytest.raises(ValueError, match=r"no submodule named 'enc\.fc3' in Named; closest: .*enc\.fc2"):
-        MIRegularizer(Named(), x="input", z="enc.fc3")
+        MIRegularizer(Named(), x="input", z="enc.fc3", estimator="mine")
 
 
 def test_batch_size_mismatch():
     model = Named()
-    reg = MIRegularizer(model, x=None, z="enc.fc2")
+    reg = MIRegularizer(model, x=None, z="enc.fc2", estimator="mine")
     model(torch.randn(8, 5))
     with pytest.raises(
         ValueError, match=r"different batch sizes: 7 \(x passed at call time\) and 8 \(z = 'enc\.fc2'\)"
@@ -581,7 +597,7 @@ def test_batch_size_mismatch():
 
 def test_call_before_the_forward_pass():
     model = Named()
-    reg = MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,))
+    reg = MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,), estimator="mine")
     with pytest.raises(ValueError, match=r"run the model's forward pass before calling the regularizer"):
         reg()
     model(torch.randn(8, 5))
@@ -592,7 +608,7 @@ def test_call_before_the_forward_pass():
 
 def test_nan_and_inf_in_captured_activations():
     model = Named()
-    reg = MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,))
+    reg = MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,), estimator="mine")
     x = torch.randn(8, 5)
     x[2, 1] = float("nan")
     model(x)
@@ -607,7 +623,7 @@ def test_nan_and_inf_in_captured_activations():
 
 def test_batch_of_one():
     model = Named()
-    reg = MIRegularizer(model, x="input", z="enc.fc2")
+    reg = MIRegularizer(model, x="input", z="enc.fc2", estimator="mine")
     model(torch.randn(1, 5))
     with pytest.raises(ValueError, match=r"batch of 1 sample cannot form marginal pairs"):
         reg()
@@ -615,11 +631,11 @@ def test_batch_of_one():
 
 def test_bad_settings():
     with pytest.raises(ValueError, match=r"mode must be 'minimize' or 'maximize', got 'max'"):
-        MIRegularizer(Named(), z="enc.fc2", mode="max")
+        MIRegularizer(Named(), z="enc.fc2", mode="max", estimator="mine")
     with pytest.raises(ValueError, match=r"unknown estimator 'mien'; choose from \[.*'mine'"):
         MIRegularizer(Named(), z="enc.fc2", estimator="mien")
     with pytest.raises(ValueError, match=r"beta must be a finite number >= 0"):
-        MIRegularizer(Named(), z="enc.fc2", beta=float("nan"))
+        MIRegularizer(Named(), z="enc.fc2", beta=float("nan"), estimator="mine")
 
 
 @pytest.mark.parametrize(
@@ -670,7 +686,15 @@ def test_warmup_grows_beta_linearly(mode):
     model = _mlp(torch.float32)
     beta, warmup = 2.0, 10
     reg = MIRegularizer(
-        model, x="input", z="1", beta=beta, mode=mode, warmup_steps=warmup, lr=1e-2, hidden=(16,)
+        model,
+        x="input",
+        z="1",
+        beta=beta,
+        mode=mode,
+        warmup_steps=warmup,
+        lr=1e-2,
+        hidden=(16,),
+        estimator="mine",
     )
     nonzero = 0
     for k, x in enumerate(_batches(13, dtype=torch.float32)):
@@ -689,7 +713,9 @@ def test_warmup_grows_beta_linearly(mode):
 def test_metrics_beta_is_the_beta_of_the_latest_term():
     """During warm-up, metrics()["beta"] should be the weight applied to the term just returned."""
     model = _mlp(torch.float32)
-    reg = MIRegularizer(model, x="input", z="1", beta=2.0, warmup_steps=10, lr=1e-2, hidden=(16,))
+    reg = MIRegularizer(
+        model, x="input", z="1", beta=2.0, warmup_steps=10, lr=1e-2, hidden=(16,), estimator="mine"
+    )
     for k, x in enumerate(_batches(4, dtype=torch.float32)):
         used = reg.current_beta()
         model(x)
@@ -749,7 +775,7 @@ def test_adaptive_clip_updates_mine_ema_once_per_call():
 
 def test_adaptive_clip_needs_the_task_loss():
     model = _mlp()
-    reg = MIRegularizer(model, x="input", z="1", adaptive_clip=True)
+    reg = MIRegularizer(model, x="input", z="1", adaptive_clip=True, estimator="mine")
     model(_batches(1)[0])
     with pytest.raises(ValueError, match=r"adaptive_clip=True needs the task loss: reg\(task_loss=loss\)"):
         reg()
@@ -802,7 +828,7 @@ def test_club_metrics_are_its_own_and_finite():
 
 def test_mine_metrics_keys():
     model = _mlp(torch.float32)
-    reg = MIRegularizer(model, x="input", z="1", hidden=(16,))
+    reg = MIRegularizer(model, x="input", z="1", hidden=(16,), estimator="mine")
     model(_batches(1, dtype=torch.float32)[0])
     reg().backward()
     assert list(reg.metrics()) == ["mi", "objective", "joint_mean", "log_partition", "beta", "critic_steps"]

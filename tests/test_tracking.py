@@ -29,7 +29,7 @@ def _train(accelerator: Accelerator, steps: int, gaussian_pair) -> MIRegularizer
     """A tiny regression model with an MI penalty on its 8-d hidden layer, logging every step."""
     x_all, y_all, _ = gaussian_pair(steps * 16, 4, 1.0, seed=0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
-    reg = MIRegularizer(model, x="input", z="1", beta=0.1, lr=1e-3, hidden=(16,))
+    reg = MIRegularizer(model, x="input", z="1", beta=0.1, lr=1e-3, hidden=(16,), estimator="mine")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model, optimizer = accelerator.prepare(model, optimizer)
     for step in range(steps):
@@ -63,7 +63,7 @@ def test_log_metrics_before_first_call_logs_nothing():
     recorder = RecordingTracker()
     accelerator = Accelerator(cpu=True, log_with=[recorder])
     accelerator.init_trackers("test")
-    reg = MIRegularizer(nn.Linear(2, 2), x="input", z="input")
+    reg = MIRegularizer(nn.Linear(2, 2), x="input", z="input", estimator="mine")
     assert log_metrics(accelerator, reg, step=0, prefix="train/") == {}
     assert recorder.calls == []
 

@@ -1,0 +1,70 @@
+"""What MIRegularizer does by default in each direction, and the batch-standardized critic."""
+
+import pytest
+import torch
+from torch import nn
+
+from mine_reg import MIRegularizer
+from mine_reg.club import CLUB
+from mine_reg.critics import ConcatCritic, SeparableCritic, Standardized, score_pairs, standardize_rows
+from mine_reg.estimator import MIEstimator
+from mine_reg.protocol import BuildOptions
+
+
+def _built(reg: MIRegularizer, model: nn.Module, x: torch.Tensor) -> nn.Module:
+    model(x)
+    reg()
+    return reg.estimator
+
+
+def test_minimize_defaults_to_club_and_maximize_to_mine():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.randn(16, 3)
+    assert isinstance(_built(MIRegularizer(model, z="2"), model, x), CLUB)
+    reg = MIRegularizer(model, z="2", mode="maximize")
+    est = _built(reg, model, x)
+    assert isinstance(est, MIEstimator) and est.name == "mine" and isinstance(est.critic, ConcatCritic)
+
+
+def test_a_minimized_critic_reads_standardized_inputs_unless_told_otherwise():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.randn(16, 3)
+    est = _built(MIRegularizer(model, z="2", estimator="mine"), model, x)
+    assert isinstance(est.critic, Standardized) and isinstance(est.critic.critic, ConcatCritic)
+    est = _built(MIRegularizer(model, z="2", estimator="mine", standardize=False), model, x)
+    assert isinstance(est.critic, ConcatCritic)
+
+
+def test_standardize_rows_gives_zero_mean_unit_std_and_keeps_constant_columns_finite():
+    t = torch.randn(50, 3, dtype=torch.float64) * torch.tensor([1.0, 100.0, 0.0], dtype=torch.float64) + 7.0
+    s = standardize_rows(t)
+    torch.testing.assert_close(s.mean(0), torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(
+        s[:, :2].pow(2).mean(0).sqrt(), torch.ones(2, dtype=torch.float64), rtol=1e-5, atol=0
+    )
+    assert torch.equal(s[:, 2], torch.zeros(50, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("inner, marginals", [(ConcatCritic, "shuffle"), (SeparableCritic, "all")])
+def test_standardized_scores_do_not_change_when_z_is_rescaled(inner, marginals):
+    """The point of the wrapper: an affine change of z's scale (per column) leaves every joint and
+    marginal score as it was, so the model cannot lower the bound by rescaling its code; and the
+    inner critic's one-pass scoring (score_shuffled / score_matrix) is kept."""
+    torch.manual_seed(0)
+    critic = Standardized(inner(3, 2, (8,)))
+    for p in critic.parameters():  # a critic that is not the zero function
+        nn.init.normal_(p, std=0.5)
+    x, z = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
+    critic = critic.double()
+    assert hasattr(critic, "score_shuffled" if marginals == "shuffle" else "score_matrix")
+    a = score_pairs(critic, x, z, marginals, generator=torch.Generator().manual_seed(1))
+    b = score_pairs(critic, x, 50.0 * z - 3.0, marginals, generator=torch.Generator().manual_seed(1))
+    for u, v in zip(a, b, strict=True):  # equal up to the eps = 1e-6 added to each column's std
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4)
+    raw = score_pairs(critic.critic, x, 50.0 * z - 3.0, marginals, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(raw[0], b[0])
+
+
+def test_build_options_refuse_a_non_bool_standardize():
+    with pytest.raises(ValueError, match="standardize"):
+        BuildOptions(standardize="yes")

@@ -111,7 +111,8 @@ class MIRegularizer(nn.Module):
         critic: ``"concat"`` (the paper's MLP on [x, z]), ``"separable"``, an ``nn.Module``
             following the critic call contract, or a factory ``(x_dim, z_dim) -> nn.Module``.
             Built from the dims of the first batch, on that batch's device.
-        lr: Adam learning rate of the critic.
+        lr: Adam learning rate of the critic (or of CLUB's q), 1e-3 by default; a critic that
+            lags the model gives a stale bound, so keep it at or above the model's rate.
         marginals: ``"shuffle"`` or ``"all"``; default ``"all"`` for critics with
             ``score_matrix``, else ``"shuffle"``.
         hidden, embed_dim: widths of the built-in critics (and of CLUB's q).
@@ -140,7 +141,7 @@ class MIRegularizer(nn.Module):
         mode: Literal["minimize", "maximize"] = "minimize",
         estimator: str | None = None,
         critic: CriticSpec = "concat",
-        lr: float = 1e-4,
+        lr: float = 1e-3,
         marginals: Literal["shuffle", "all"] | None = None,
         hidden: Sequence[int] = (128, 128),
         embed_dim: int = 32,

@@ -85,6 +85,9 @@ def main(cfg: Config) -> list[dict]:
     n = len(cfg.seeds)
     print(f"\nIB on digits 8x8, {cfg.epochs} epochs, mean ± sd over {n} seeds (500 test digits per seed)\n")
     print(sweep_table(rows))
+    if any(r["method"] == "baseline" for r in rows):
+        print("\nTargets against the baseline (means over seeds)\n")
+        print(targets_table(rows))
     out.mkdir(parents=True, exist_ok=True)
     (out / "ib_sweep.json").write_text(json.dumps({"config": cfg.__dict__, "rows": rows}, indent=2) + "\n")
     plot(rows, out / "ib_sweep.png")
@@ -103,6 +106,33 @@ def sweep_table(rows: list[dict]) -> str:
             + [pm("I_XZ_upper", f=".3g"), pm("I_ZY"), f"{r['seconds']:.0f}"]
         )
     return markdown_table([*columns, "I(Z;Y)", "s/run"], cells)
+
+
+COMPRESSION_NATS = 0.7  # the encoder's lower bound must fall at least this far below the baseline's
+
+
+def targets_table(rows: list[dict]) -> str:
+    """Markdown: for each regularized arm, whether it compresses against the baseline (its mean
+    encoder lower bound at least COMPRESSION_NATS below the baseline's, and its upper bound below
+    the baseline's) without a higher mean test error."""
+    base = next(r for r in rows if r["method"] == "baseline")
+    cells = []
+    for r in (r for r in rows if r["method"] != "baseline"):
+        drop = base["I_XZ_lower"] - r["I_XZ_lower"]
+        checks = [
+            drop >= COMPRESSION_NATS,
+            r["I_XZ_upper"] < base["I_XZ_upper"],
+            r["test_error"] <= base["test_error"],
+        ]
+        cells.append(
+            [r["arm"], f"{r['beta']:g}", f"{drop:.2f}", f"{r['I_XZ_upper']:.3g} vs {base['I_XZ_upper']:.3g}"]
+            + [
+                f"{100 * r['test_error']:.2f} vs {100 * base['test_error']:.2f}",
+                "PASS" if all(checks) else "FAIL",
+            ]
+        )
+    columns = ["arm", "beta", f"lower bound drop (>= {COMPRESSION_NATS})", "upper bound vs baseline"]
+    return markdown_table([*columns, "test error (%) vs baseline", "compresses"], cells)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -26,7 +26,10 @@ from .estimator import lookup
 from .hooks import Spec, Tap, check_mean_std, check_pair, read_pair
 from .protocol import BuildOptions, CriticSpec, Terms
 
-__all__ = ["MIRegularizer"]
+__all__ = ["MIRegularizer", "DEFAULT_ESTIMATOR"]
+
+DEFAULT_ESTIMATOR = {"minimize": "club", "maximize": "mine"}
+"""The estimator each mode uses when none is named: an upper bound to push down, MINE to push up."""
 
 
 class _GradScale(torch.autograd.Function):
@@ -156,7 +159,7 @@ class MIRegularizer(nn.Module):
         super().__init__()
         _check_settings(mode, beta, lr, warmup_steps, seed)
         if estimator is None:
-            estimator = "club" if mode == "minimize" else "mine"
+            estimator = DEFAULT_ESTIMATOR[mode]
         if standardize is None:
             standardize = mode == "minimize"
         self.spec = lookup(estimator)

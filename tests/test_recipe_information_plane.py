@@ -1,12 +1,14 @@
 """recipes/information_plane.py end to end: two real CPU processes under ``accelerate launch``
-(tiny budget: 2 epochs, 30 critic steps per estimate), and its configuration errors."""
+(tiny budget: the 8x8 digits, 2 epochs, a 300-sample probe), and its configuration errors."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from recipe_runs import launch_two_processes, read_results, run_recipe
 
-SMALL = ["--epochs", "2", "--monitor-every", "1", "--monitor-steps", "30", "--probe", "300", "--lr", "1e-2"]
+SMALL = ["--dataset", "digits", "--epochs", "2", "--monitor-every", "1", "--probe", "300", "--lr", "1e-2"]
 
 
 @pytest.mark.slow
@@ -22,6 +24,9 @@ def test_two_processes_write_the_plane(tmp_path):
         assert [r["step"] for r in history] == [0, 1, 2]
         assert all(len(r["layers"]) == 5 for r in history)
         assert all(v["t_y"] >= 0 and v["x_t"] >= 0 for r in history for v in r["layers"].values())
+        # I(X; T + N) from the noise channel: its lower bound is at most ln N on a probe of N
+        assert all(r["x_t_method"] == "channel" and r["noise_relative"] for r in history)
+        assert all(v["x_t"] <= math.log(300) + 1e-9 for r in history for v in r["layers"].values())
         assert results["arms"][arm]["test_error"] < 0.75  # well below chance (0.9) after 2 epochs
     assert (out / "information_plane.png").stat().st_size > 10_000
     assert (out / "mi_over_time_ib.png").is_file()

@@ -76,6 +76,7 @@ class Config(RunConfig):
     beta: float = 0.2  # weight of I(x; E(x)) in nats (method mine)
     estimator: str = "mine"
     critic_lr: float = 1e-4
+    critic_standardize: bool = False  # the critic's batch standardization (the README's runs: off)
     adaptive_clip: bool = False  # clip the MI gradient to the adversarial gradient's norm
     monitor_mi: bool = True  # method ali: a beta = 0 critic logs I(x; E(x)) (same compute)
     epochs: int = 150
@@ -225,7 +226,7 @@ def build_penalty(cfg: Config, accelerator: Accelerator, encoder: nn.Module, bet
     clip = cfg.adaptive_clip and beta > 0
     reg = MIRegularizer(
         encoder, x="input", z="z", beta=beta, mode="maximize", estimator=cfg.estimator,
-        lr=cfg.critic_lr, adaptive_clip=clip, seed=cfg.seed,
+        lr=cfg.critic_lr, adaptive_clip=clip, standardize=cfg.critic_standardize, seed=cfg.seed,
     )  # fmt: skip
     return Penalty.of(accelerator, reg, (lambda task_loss: reg(task_loss=task_loss)) if clip else None)
 

@@ -75,6 +75,7 @@ class GANConfig(RunConfig):
     beta: float = 1.0  # weight of I(G(z); c) in nats (method mine; 0 for the baseline)
     estimator: str = "mine"
     critic_lr: float = 1e-4
+    critic_standardize: bool = False  # the critic's batch standardization (the README's runs: off)
     critic_hidden: list[int] = field(default_factory=lambda: [128, 128])
     adaptive_clip: bool = True
     critic_noise: float = 0.0  # std of Gaussian noise added to G(z) before the critic sees it
@@ -253,7 +254,7 @@ def build_penalty(cfg: GANConfig, accelerator: Accelerator, generator: nn.Module
     reg = MIRegularizer(
         generator, x=lambda z: z[:, -cfg.code_dim :], z=None, beta=beta, mode="maximize",
         estimator=cfg.estimator, lr=cfg.critic_lr, hidden=cfg.critic_hidden,
-        adaptive_clip=cfg.adaptive_clip, seed=cfg.seed,
+        adaptive_clip=cfg.adaptive_clip, standardize=cfg.critic_standardize, seed=cfg.seed,
     )  # fmt: skip
     seen = lambda fake: standardize(with_critic_noise(fake, cfg.critic_noise))  # noqa: E731
     return Penalty.of(accelerator, reg, lambda fake, task_loss: reg(z=seen(fake), task_loss=task_loss))

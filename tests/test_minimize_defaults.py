@@ -23,10 +23,10 @@ def test_minimize_defaults_to_club_and_maximize_to_mine():
     assert isinstance(_built(MIRegularizer(model, z="2"), model, x), CLUB)
     reg = MIRegularizer(model, z="2", mode="maximize")
     est = _built(reg, model, x)
-    assert isinstance(est, MIEstimator) and est.name == "mine" and isinstance(est.critic, ConcatCritic)
+    assert isinstance(est, MIEstimator) and est.name == "mine" and isinstance(est.critic, Standardized)
 
 
-def test_a_minimized_critic_reads_standardized_inputs_unless_told_otherwise():
+def test_a_critic_reads_standardized_inputs_unless_told_otherwise():
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     x = torch.randn(16, 3)
     est = _built(MIRegularizer(model, z="2", estimator="mine"), model, x)

@@ -188,7 +188,9 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------- training
-def build_penalty(cfg: Config, accelerator: Accelerator, model: nn.Module, beta: float) -> Penalty:
+def build_penalty(
+    cfg: Config, accelerator: Accelerator, model: nn.Module, beta: float, **reg_options
+) -> Penalty:
     """The method's term beside the cross-entropy: 0 (baseline), Deep VIB's beta·KL(q(z|x) ||
     N(0, I)), or MIRegularizer's beta·I(X; Z) (mine). The regularizer is built on the prepared
     (possibly DDP) model and never passed to ``prepare``: it synchronises its own critic."""
@@ -200,12 +202,14 @@ def build_penalty(cfg: Config, accelerator: Accelerator, model: nn.Module, beta:
     z = ("z:input", lambda args: args) if cfg.estimator in EXACT else "z"
     reg = MIRegularizer(
         model, x="input", z=z, beta=beta, mode="minimize", estimator=cfg.estimator,
-        lr=cfg.critic_lr, seed=cfg.seed,
+        lr=cfg.critic_lr, seed=cfg.seed, **reg_options,
     )  # fmt: skip
     return Penalty.of(accelerator, reg)
 
 
-def main(cfg: Config) -> dict:
+def main(cfg: Config, reg_options: dict | None = None) -> dict:
+    """Train and evaluate one arm; ``reg_options`` go to the MIRegularizer of method ``mine``
+    (e.g. a ``critic`` factory), for benchmarks that compare regularizer settings."""
     accelerator = make_accelerator(cfg.seed)
     out = Path(cfg.out)
     mnist = image_side(cfg.dataset) == 28  # mnist5k or mnist: the paper's 784-1024-1024-256 encoder
@@ -224,7 +228,7 @@ def main(cfg: Config) -> dict:
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, test_loader
     )
-    penalty = build_penalty(cfg, accelerator, model, beta)
+    penalty = build_penalty(cfg, accelerator, model, beta, **(reg_options or {}))
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     run_config = {**asdict(cfg), "hidden": hidden, "k": k, "beta": beta}

@@ -66,6 +66,7 @@ def _regularizer(model: nn.Module, critic: str, gather: bool) -> MIRegularizer:
         beta=0.1,
         critic=critic,
         lr=1e-3,
+        estimator="mine",
         seed=0,
         gather_marginals=gather,
         **kwargs,

@@ -15,6 +15,7 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
+from recording_critic import Recorder
 from torch import nn
 
 from mine_reg import MIRegularizer
@@ -25,21 +26,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ------------------------------------------------------------------------------------ helpers
-class Recorder(nn.Module):
-    """A critic (x [N, dx], z [N, dz]) -> [N] that keeps the first half of its rows: with
-    marginals="shuffle" that is the batch the regularizer read."""
-
-    def __init__(self, dx: int, dz: int) -> None:
-        super().__init__()
-        self.lin = nn.Linear(dx + dz, 1)
-        self.seen: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0] // 2
-        self.seen = (x[:b].detach().clone(), z[:b].detach().clone())
-        return self.lin(torch.cat([x, z], dim=-1)).squeeze(-1)
-
-
 def _recording(model: nn.Module, x, z) -> MIRegularizer:
     return MIRegularizer(
         model, x=x, z=z, critic=Recorder, marginals="shuffle", estimator="mine", standardize=False

@@ -349,11 +349,12 @@ class BoundedCritic(nn.Module):
 
 
 def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:
-    """Each column of t [B, D] shifted and scaled to batch mean 0 and std 1 (population std plus
-    ``eps``); differentiable, so a gradient through it sees only changes of shape, not of scale."""
+    """Each column of t [B, D] shifted and scaled to batch mean 0 and std 1 (population variance
+    plus ``eps``²); differentiable, so a gradient through it sees only changes of shape, not of scale."""
     mean = reduce(t, "b d -> 1 d", "mean")
     centred = t - mean
-    return centred / (reduce(centred**2, "b d -> 1 d", "mean").sqrt() + eps)
+    # eps inside the root: a constant column (a dead unit) gives 0 with a finite gradient
+    return centred / (reduce(centred**2, "b d -> 1 d", "mean") + eps**2).sqrt()
 
 
 class Standardized(nn.Module):

@@ -43,6 +43,9 @@ def test_standardize_rows_gives_zero_mean_unit_std_and_keeps_constant_columns_fi
         s[:, :2].pow(2).mean(0).sqrt(), torch.ones(2, dtype=torch.float64), rtol=1e-5, atol=0
     )
     assert torch.equal(s[:, 2], torch.zeros(50, dtype=torch.float64))
+    leaf = t.clone().requires_grad_()
+    standardize_rows(leaf).pow(2).sum().backward()  # a constant column must not give NaN gradients
+    assert torch.isfinite(leaf.grad).all()
 
 
 @pytest.mark.parametrize("inner, marginals", [(ConcatCritic, "shuffle"), (SeparableCritic, "all")])

@@ -31,7 +31,15 @@ from torch import Tensor, nn
 from .bounds import upcast
 from .protocol import BuildOptions, Terms
 
-__all__ = ["gaussian_log_prob_matrix", "l1out_bound", "club_exact_bound", "ExactConditional"]
+__all__ = [
+    "gaussian_log_prob_matrix",
+    "infonce_rows",
+    "l1out_rows",
+    "infonce_bound",
+    "l1out_bound",
+    "club_exact_bound",
+    "ExactConditional",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -55,21 +63,39 @@ def gaussian_log_prob_matrix(z: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return -0.5 * sq - rearrange(log_norm, "c -> 1 c")
 
 
-def _off_diagonal_mask(n: int, device: torch.device) -> Tensor:
-    return ~torch.eye(n, dtype=torch.bool, device=device)
+def infonce_rows(log_q: Tensor, own: Tensor) -> Tensor:
+    """Per row m of L [M, N] whose own column is ``own[m]``: L[m, own] - log (1/N) sum_j exp L[m, j]
+    (nats, [M]); their mean is the InfoNCE lower bound, at most ln N."""
+    diagonal = log_q.gather(1, own[:, None]).squeeze(1)
+    return diagonal - torch.logsumexp(log_q, dim=1) + math.log(log_q.shape[1])
+
+
+def l1out_rows(log_q: Tensor, own: Tensor) -> Tensor:
+    """Per row m of L [M, N] whose own column is ``own[m]``: L[m, own] - log (1/(N-1)) sum over
+    the other columns of exp L[m, j] (nats, [M]); their mean is the leave-one-out upper bound."""
+    diagonal = log_q.gather(1, own[:, None]).squeeze(1)
+    others = log_q.scatter(1, own[:, None], -math.inf)
+    return diagonal - torch.logsumexp(others, dim=1) + math.log(log_q.shape[1] - 1)
+
+
+def _rows(log_q: Tensor) -> Tensor:
+    return torch.arange(log_q.shape[0], device=log_q.device)
+
+
+def infonce_bound(log_q: Tensor) -> Tensor:
+    """The InfoNCE lower bound (nats, scalar) from L [B, B] of :func:`gaussian_log_prob_matrix`."""
+    return infonce_rows(log_q, _rows(log_q)).mean()
 
 
 def l1out_bound(log_q: Tensor) -> Tensor:
     """The leave-one-out upper bound (nats, scalar) from L [B, B] of :func:`gaussian_log_prob_matrix`."""
-    n = log_q.shape[0]
-    others = log_q.masked_fill(~_off_diagonal_mask(n, log_q.device), -math.inf)
-    return (log_q.diagonal() - torch.logsumexp(others, dim=1) + math.log(n - 1)).mean()
+    return l1out_rows(log_q, _rows(log_q)).mean()
 
 
 def club_exact_bound(log_q: Tensor) -> Tensor:
     """The CLUB upper bound with the exact conditional (nats, scalar) from L [B, B]."""
     n = log_q.shape[0]
-    off = log_q[_off_diagonal_mask(n, log_q.device)]
+    off = log_q[~torch.eye(n, dtype=torch.bool, device=log_q.device)]
     return log_q.diagonal().mean() - off.mean()
 
 

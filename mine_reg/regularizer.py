@@ -217,11 +217,12 @@ class MIRegularizer(nn.Module):
         if self.critic_optimizer is not None:
             self.critic_optimizer.flush()
         xs, zs = read_pair(self.taps, x, z, z_mean_std=self.takes_mean_std)
-        check_pair(xs, zs[0] if self.takes_mean_std else zs, self.taps, self.dims)
+        z_rows = zs[0] if self.takes_mean_std else zs  # the mean stands for z in the checks
+        check_pair(xs, z_rows, self.taps, self.dims)
         if self.takes_mean_std:
             check_mean_std(*zs, self.taps)
         if self.estimator is None:
-            self._build(xs.shape[1], (zs[0] if self.takes_mean_std else zs).shape[1], xs.dtype, xs.device)
+            self._build(xs.shape[1], z_rows.shape[1], xs.dtype, xs.device)
         param = next(iter(self.estimator.parameters()), None)
         if param is not None and param.device != xs.device:  # restored from a checkpoint elsewhere
             self.estimator.to(xs.device)

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from mine_reg import MIRegularizer, estimate_mi
 from mine_reg.estimator import REGISTRY
+from mine_reg.exact import gaussian_log_prob_matrix, infonce_bound, l1out_bound
 from recipes.common import RunConfig, TrainState, finish, make_accelerator, run, start_run
 from recipes.digits import image_side, load_images
 from recipes.layers import Sample, mlp
@@ -125,20 +126,8 @@ def encoder_mi_bounds(mean: torch.Tensor, std: torch.Tensor, z: torch.Tensor) ->
         upper (L1Out)    mean_i  L[i, i] - log( 1/(N-1) sum_{j != i} exp L[i, j] )
 
     X is the test set taken as uniform over its N points; both are exact for that X."""
-    n = len(z)
-    z_i, mean_j, std_j = (
-        rearrange(z, "i k -> i 1 k"),
-        rearrange(mean, "j k -> 1 j k"),
-        rearrange(std, "j k -> 1 j k"),
-    )
-    log_q = (
-        torch.distributions.Normal(mean_j.double(), std_j.double()).log_prob(z_i.double()).sum(-1)
-    )  # [N, N]
-    own = log_q.diagonal()
-    lower = own - (torch.logsumexp(log_q, dim=1) - math.log(n))
-    others = log_q.masked_fill(torch.eye(n, dtype=torch.bool), -math.inf)
-    upper = own - (torch.logsumexp(others, dim=1) - math.log(n - 1))
-    return float(lower.mean()), float(upper.mean())
+    log_q = gaussian_log_prob_matrix(z.double(), mean.double(), std.double())  # [N, N]
+    return float(infonce_bound(log_q)), float(l1out_bound(log_q))
 
 
 def kl_to_standard_normal(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

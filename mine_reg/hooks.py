@@ -114,17 +114,18 @@ def parse_spec(spec: Spec, label: str) -> tuple[str, Reader | None, str | None]:
 
 
 # ------------------------------------------------------------------------ describing values
+def _parts(value: Any) -> list[tuple[Any, Any]] | None:
+    """(key or index, part) of a dict, tuple or list; None for anything else."""
+    if isinstance(value, dict):
+        return list(value.items())
+    return list(enumerate(value)) if isinstance(value, tuple | list) else None
+
+
 def _describe(value: Any, path: str, depth: int = 0) -> list[str]:
     """One line per part of a (nested) tuple / list / dict output: its index or key, type, shape."""
     if isinstance(value, Tensor):
         return [f"{path}: Tensor {list(value.shape)} {str(value.dtype).removeprefix('torch.')}"]
-    items = (
-        list(value.items())
-        if isinstance(value, dict)
-        else list(enumerate(value))
-        if isinstance(value, tuple | list)
-        else None
-    )
+    items = _parts(value)
     if items is None or depth >= 2:
         return [f"{path}: {type(value).__name__}"]
     return [line for key, part in items for line in _describe(part, f"{path}[{key!r}]", depth + 1)]
@@ -133,14 +134,7 @@ def _describe(value: Any, path: str, depth: int = 0) -> list[str]:
 def _first_tensor_path(value: Any, path: str) -> str | None:
     if isinstance(value, Tensor):
         return path
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list | tuple)
-        else ()
-    )
-    for key, part in items:
+    for key, part in _parts(value) or []:
         found = _first_tensor_path(part, f"{path}[{key!r}]")
         if found is not None:
             return found

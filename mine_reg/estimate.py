@@ -22,6 +22,7 @@ import time
 import warnings as _warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ from .bounds import log_mean_exp
 from .critics import (
     BoundedCritic,
     ConcatCritic,
+    CopulaGridCritic,
     GaussianCritic,
     Marginals,
     RadialCritic,
     SeparableCritic,
+    StudentTCritic,
     SumCritic,
 )
 from .discrete import plugin_mi
@@ -73,6 +76,10 @@ PARTITION_FLOOR = -1.0
 GAUSSIAN_FLOOR = -5.0
 # ... and above at this quantile of its joint scores on the fit sample
 GAUSSIAN_CEILING_QUANTILE = 0.99
+# degrees of freedom of the Student-t copula critics the closed-form part is chosen among
+T_COPULA_DOFS = (1.0, 2.0, 3.0, 5.0, 10.0)
+# (bins, smoothing in cells) of the copula-histogram critics tried for one column a side
+COPULA_GRIDS = ((32, 1.0), (64, 1.0), (64, 2.0), (128, 2.0))
 _MAX_BATCH = 512
 _MIN_AUTO_BATCH = 16
 _SE_BATCHES = 10  # held-out batches at least (of >= 64 samples), for the standard error
@@ -418,24 +425,51 @@ def fit_gaussian(
     return gauss, {"monitor": value, "ledoit_wolf": float(shrinkage is None), "rank": float(rank)}
 
 
-def closed_form_part(split: Split) -> torch.nn.Module:
-    """The default critic's closed-form part: :func:`fit_gaussian`, plus a :class:`RadialCritic`
-    (shared-scale dependence of elliptical data, for two or more columns a side) when adding it
-    scores higher on the monitor set; the radial part is fitted on the training samples for that
-    choice, then refitted on training and monitor samples together."""
+def closed_form_part(split: Split, normal_scores: bool = True) -> torch.nn.Module:
+    """The default critic's closed-form part, whichever of these scores highest on the monitor
+    set: :func:`fit_gaussian`; that plus a :class:`RadialCritic` (shared-scale dependence of
+    elliptical data, for two or more columns a side); and, when the inputs are normal scores
+    (``preprocess="quantile"``), a :class:`StudentTCritic` at each dof in :data:`T_COPULA_DOFS`
+    (heavy-tailed elliptical dependence: the t copula) and, for one column a side, a
+    :class:`CopulaGridCritic` at each (bins, smooth) in :data:`COPULA_GRIDS` (any shape).
+    Each candidate is fitted on the training samples for that choice; the chosen one is refitted
+    on training and monitor samples together."""
     gauss, _ = fit_gaussian(split.x_train, split.y_train, split.x_monitor, split.y_monitor, split.batch_size)
-    if min(split.x_train.shape[1], split.y_train.shape[1]) < 2:  # a scale is shared by several coordinates
-        return gauss
-    with_radial = SumCritic(gauss, RadialCritic().to(split.x_train.device).fit(split.x_train, split.y_train))
+    x_fit, y_fit = torch.cat([split.x_train, split.x_monitor]), torch.cat([split.y_train, split.y_monitor])
 
     def monitor(critic: torch.nn.Module) -> float:
         est = MIEstimator(critic, "mine", "all", sync_ema=False)
-        return read_out(est, split.x_monitor, split.y_monitor, split.batch_size, split.generator)[0]
+        value = read_out(est, split.x_monitor, split.y_monitor, split.batch_size, split.generator)[0]
+        return value if math.isfinite(value) else -math.inf
 
-    if not monitor(with_radial) > monitor(gauss):
-        return gauss
-    x_fit, y_fit = torch.cat([split.x_train, split.x_monitor]), torch.cat([split.y_train, split.y_monitor])
-    return SumCritic(gauss, RadialCritic().to(split.x_train.device).fit(x_fit, y_fit))
+    best, best_value = gauss, monitor(gauss)
+    if min(split.x_train.shape[1], split.y_train.shape[1]) >= 2:  # a scale shared by several coordinates
+        radial = RadialCritic().to(split.x_train.device)
+        with_radial = SumCritic(gauss, radial.fit(split.x_train, split.y_train))
+        value = monitor(with_radial)
+        if value > best_value:
+            best_value = value
+            best = SumCritic(gauss, RadialCritic().to(split.x_train.device).fit(x_fit, y_fit))
+    if not normal_scores:
+        return best
+    candidates = [partial(_student_t, dof=dof) for dof in T_COPULA_DOFS]
+    if split.x_train.shape[1] == split.y_train.shape[1] == 1:
+        candidates += [partial(_copula_grid, bins=b, smooth=h) for b, h in COPULA_GRIDS]
+    for make in candidates:
+        value = monitor(make(split.x_train, split.y_train))
+        if value > best_value:
+            best, best_value = make(x_fit, y_fit), value
+    return best
+
+
+def _copula_grid(x: Tensor, y: Tensor, bins: int, smooth: float) -> CopulaGridCritic:
+    critic = CopulaGridCritic(bins, smooth).to(x.device).fit(x, y)
+    return critic.set_clip(GAUSSIAN_FLOOR)
+
+
+def _student_t(x: Tensor, y: Tensor, dof: float) -> StudentTCritic:
+    critic = StudentTCritic(x.shape[1], y.shape[1], dof).to(x.device).fit(x, y)
+    return critic.clip_at_quantile(x, y, GAUSSIAN_CEILING_QUANTILE, GAUSSIAN_FLOOR)
 
 
 def _build_critic(split: Split, options: EstimateOptions) -> torch.nn.Module:
@@ -446,7 +480,7 @@ def _build_critic(split: Split, options: EstimateOptions) -> torch.nn.Module:
         return SeparableCritic(dx, dy, options.hidden, options.embed_dim)
     if options.critic == "concat":
         return ConcatCritic(dx, dy, options.hidden)
-    gauss = closed_form_part(split)
+    gauss = closed_form_part(split, normal_scores=options.preprocess == "quantile")
     if options.critic == "gaussian":
         return gauss
     residual = BoundedCritic(SeparableCritic(dx, dy, options.hidden, options.embed_dim), bound=RESIDUAL_BOUND)

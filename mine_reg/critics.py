@@ -327,6 +327,15 @@ class RadialCritic(nn.Module):
         return self.gaussian.score_matrix(self.feature(x), self.feature(z)).to(x.dtype)
 
 
+def _pseudo_inverse(s: Tensor, rtol: float = 1e-7) -> tuple[Tensor, float, int]:
+    """(pseudo-inverse, log pseudo-determinant, rank) of a symmetric PSD matrix s [d, d], with
+    the eigenvalues below rtol x the largest counted as 0."""
+    values, vectors = torch.linalg.eigh((s + s.T) / 2)
+    keep = values > rtol * values.max().clamp_min(1e-300)
+    kept, basis = values[keep], vectors[:, keep]
+    return (basis / kept) @ basis.T, float(torch.log(kept).sum()), int(keep.sum())
+
+
 class StudentTCritic(nn.Module):
     """The log density ratio log c(x, z) / (c(x) c(z)) of a Student-t copula with ``dof`` degrees
     of freedom, on inputs that are standard-normal scores per column (``estimate_mi``'s quantile
@@ -361,6 +370,8 @@ class StudentTCritic(nn.Module):
         self.register_buffer("precision_x", torch.eye(x_dim, dtype=torch.float64))
         self.register_buffer("precision_z", torch.eye(z_dim, dtype=torch.float64))
         self.register_buffer("const", torch.tensor(0.0, dtype=torch.float64))
+        for name, dims in (("rank", d), ("rank_x", x_dim), ("rank_z", z_dim)):  # of S, S_xx, S_zz
+            self.register_buffer(name, torch.tensor(float(dims), dtype=torch.float64))
         self.register_buffer("floor", torch.tensor(-math.inf, dtype=torch.float64))
         self.register_buffer("ceiling", torch.tensor(math.inf, dtype=torch.float64))
 
@@ -372,30 +383,35 @@ class StudentTCritic(nn.Module):
         frac = pos - lo
         return self.table[lo] * (1 - frac) + self.table[lo + 1] * frac
 
-    def _log_norm(self, d: int, logdet: Tensor) -> Tensor:
+    def _log_norm(self, d: int, logdet: float) -> float:
         nu = self.dof
         return math.lgamma((nu + d) / 2) - math.lgamma(nu / 2) - d / 2 * math.log(nu * math.pi) - logdet / 2
 
     @torch.no_grad()
     def fit(self, x: Tensor, z: Tensor, iters: int = 30) -> StudentTCritic:
         """Fit the scatter S to samples x [N, dx], z [N, dz] (normal scores) by EM for the
-        multivariate t at this dof, centred at 0 (the scores' median)."""
+        multivariate t at this dof, centred at 0 (the scores' median). Repeated or collinear
+        columns leave S singular: the t is then that of its support, with the pseudo-inverse,
+        the pseudo-determinant and the rank in place of the inverse, determinant and dimension."""
         q = torch.cat([self.to_t(x), self.to_t(z)], dim=1)
         d = q.shape[1]
         scatter = q.T @ q / len(q) if self.dof > 2 else torch.eye(d, dtype=q.dtype, device=q.device)
         for _ in range(iters):
-            maha = (q @ torch.linalg.inv(scatter) * q).sum(dim=1)
+            maha = (q @ _pseudo_inverse(scatter)[0] * q).sum(dim=1)
             weight = (self.dof + d) / (self.dof + maha)
             scatter = (q * weight[:, None]).T @ q / len(q)
-            scatter = (scatter + scatter.T) / 2 + 1e-9 * torch.eye(d, dtype=q.dtype, device=q.device)
         dx = self.x_dim
-        sxx, szz = scatter[:dx, :dx], scatter[dx:, dx:]
-        self.precision.copy_(torch.linalg.inv(scatter))
-        self.precision_x.copy_(torch.linalg.inv(sxx))
-        self.precision_z.copy_(torch.linalg.inv(szz))
-        logdet = torch.linalg.slogdet
-        const = self._log_norm(d, logdet(scatter)[1]) - self._log_norm(dx, logdet(sxx)[1])
-        self.const.fill_(float(const - self._log_norm(d - dx, logdet(szz)[1])))
+        const = 0.0
+        for name, block, sign in [
+            ("precision", scatter, 1.0),
+            ("precision_x", scatter[:dx, :dx], -1.0),
+            ("precision_z", scatter[dx:, dx:], -1.0),
+        ]:
+            inverse, logdet, rank = _pseudo_inverse(block)
+            getattr(self, name).copy_(inverse)
+            getattr(self, name.replace("precision", "rank")).fill_(rank)
+            const += sign * self._log_norm(rank, logdet)
+        self.const.fill_(float(const))
         return self
 
     def set_clip(self, floor: float = -math.inf, ceiling: float = math.inf) -> StudentTCritic:
@@ -413,12 +429,12 @@ class StudentTCritic(nn.Module):
         return self.set_clip(floor, max(ceiling, floor + 1))
 
     def _ratio(self, maha: Tensor, mx: Tensor, mz: Tensor) -> Tensor:
-        nu, dx, dz = self.dof, self.x_dim, self.z_dim
+        nu = self.dof
         return (
             self.const
-            - (nu + dx + dz) / 2 * torch.log1p(maha / nu)
-            + (nu + dx) / 2 * torch.log1p(mx / nu)
-            + (nu + dz) / 2 * torch.log1p(mz / nu)
+            - (nu + self.rank) / 2 * torch.log1p(maha / nu)
+            + (nu + self.rank_x) / 2 * torch.log1p(mx / nu)
+            + (nu + self.rank_z) / 2 * torch.log1p(mz / nu)
         )
 
     def _scores(self, x: Tensor, z: Tensor) -> Tensor:

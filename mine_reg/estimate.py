@@ -78,6 +78,8 @@ GAUSSIAN_FLOOR = -5.0
 GAUSSIAN_CEILING_QUANTILE = 0.99
 # degrees of freedom of the Student-t copula critics the closed-form part is chosen among
 T_COPULA_DOFS = (1.0, 2.0, 3.0, 5.0, 10.0)
+# ... tried only with at least this many training samples per column (dx + dz)
+T_COPULA_SAMPLES_PER_DIM = 10
 # (bins, smoothing in cells) of the copula-histogram critics tried for one column a side
 COPULA_GRIDS = ((32, 1.0), (64, 1.0), (64, 2.0), (128, 2.0))
 _MAX_BATCH = 512
@@ -452,13 +454,19 @@ def closed_form_part(split: Split, normal_scores: bool = True) -> torch.nn.Modul
             best = SumCritic(gauss, RadialCritic().to(split.x_train.device).fit(x_fit, y_fit))
     if not normal_scores:
         return best
-    candidates = [partial(_student_t, dof=dof) for dof in T_COPULA_DOFS]
+    dims = split.x_train.shape[1] + split.y_train.shape[1]
+    # a full scatter matrix needs many samples per entry: only where it is well determined
+    few_dims = dims * T_COPULA_SAMPLES_PER_DIM <= len(split.x_train)
+    candidates = [partial(_student_t, dof=dof) for dof in T_COPULA_DOFS] if few_dims else []
     if split.x_train.shape[1] == split.y_train.shape[1] == 1:
         candidates += [partial(_copula_grid, bins=b, smooth=h) for b, h in COPULA_GRIDS]
     for make in candidates:
-        value = monitor(make(split.x_train, split.y_train))
-        if value > best_value:
-            best, best_value = make(x_fit, y_fit), value
+        try:
+            value = monitor(make(split.x_train, split.y_train))
+            if value > best_value:
+                best, best_value = make(x_fit, y_fit), value
+        except torch.linalg.LinAlgError:  # a singular scatter (tied or collinear columns): skip it
+            continue
     return best
 
 

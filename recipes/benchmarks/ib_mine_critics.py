@@ -15,7 +15,9 @@ Arms:
   noise-regularized critic of public MINE-IB code), raw inputs;
 - ``separable``: the separable critic with all B² - B marginal pairs, raw inputs;
 - ``infonce``: the InfoNCE bound with the separable critic, raw inputs;
-- ``z_noise_2``: the concat critic reading z + N(0, 2²), raw inputs.
+- ``z_noise_2``: the concat critic reading z + N(0, 2²), raw inputs;
+- ``std_noise_1``, ``std_noise_2``, ``std_noise_3``: the concat critic on batch-standardized x
+  and z, reading z + N(0, s²) at s = 1, 2, 3 (a noisier channel, which a batch can estimate).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from mine_reg.critics import ConcatCritic  # noqa: E402
+from mine_reg.critics import ConcatCritic, standardize_rows  # noqa: E402
 from recipes import ib  # noqa: E402
 from recipes.common import ROOT, load_config  # noqa: E402
 from recipes.report import markdown_table  # noqa: E402
@@ -68,6 +70,18 @@ class ZNoiseConcat(nn.Module):
         return self.critic(x, z + self.std * torch.randn_like(z) if self.training else z)
 
 
+class StandardizedZNoise(nn.Module):
+    """The concat critic on batch-standardized x and z, reading z + N(0, std²) (every call)."""
+
+    def __init__(self, x_dim: int, z_dim: int, std: float = 1.0) -> None:
+        super().__init__()
+        self.critic, self.std = ConcatCritic(x_dim, z_dim, (128, 128)), std
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        z = standardize_rows(z)
+        return self.critic(standardize_rows(x), z + self.std * torch.randn_like(z))
+
+
 ARMS: dict[str, tuple[list[str], dict]] = {
     "baseline": (["--method", "baseline"], {}),
     "raw": ([], {"standardize": False}),
@@ -76,6 +90,9 @@ ARMS: dict[str, tuple[list[str], dict]] = {
     "separable": ([], {"standardize": False, "critic": "separable", "marginals": "all"}),
     "infonce": (["--estimator", "infonce"], {"standardize": False, "critic": "separable"}),
     "z_noise_2": ([], {"standardize": False, "critic": ZNoiseConcat}),
+    "std_noise_1": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 1.0)}),
+    "std_noise_2": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 2.0)}),
+    "std_noise_3": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 3.0)}),
 }
 
 

@@ -327,6 +327,22 @@ class RadialCritic(nn.Module):
         return self.gaussian.score_matrix(self.feature(x), self.feature(z)).to(x.dtype)
 
 
+class _ClampedScores(nn.Module):
+    """A closed-form critic whose scores are clamped to [floor, ceiling] nats (buffers)."""
+
+    def _init_clip(self) -> None:
+        self.register_buffer("floor", torch.tensor(-math.inf, dtype=torch.float64))
+        self.register_buffer("ceiling", torch.tensor(math.inf, dtype=torch.float64))
+
+    def set_clip(self, floor: float = -math.inf, ceiling: float = math.inf):
+        """Clamp every score to [floor, ceiling] nats (see :meth:`GaussianCritic.set_clip`)."""
+        if not floor < ceiling:
+            raise ValueError(f"the floor must lie below the ceiling, got {floor} and {ceiling}")
+        self.floor.fill_(floor)
+        self.ceiling.fill_(ceiling)
+        return self
+
+
 def _pseudo_inverse(s: Tensor, rtol: float = 1e-7) -> tuple[Tensor, float, int]:
     """(pseudo-inverse, log pseudo-determinant, rank) of a symmetric PSD matrix s [d, d], with
     the eigenvalues below rtol x the largest counted as 0."""
@@ -336,7 +352,7 @@ def _pseudo_inverse(s: Tensor, rtol: float = 1e-7) -> tuple[Tensor, float, int]:
     return (basis / kept) @ basis.T, float(torch.log(kept).sum()), int(keep.sum())
 
 
-class StudentTCritic(nn.Module):
+class StudentTCritic(_ClampedScores):
     """The log density ratio log c(x, z) / (c(x) c(z)) of a Student-t copula with ``dof`` degrees
     of freedom, on inputs that are standard-normal scores per column (``estimate_mi``'s quantile
     map): each column is carried to t marginals, q = F_dof^-1(Phi(u)), and scored by the
@@ -372,8 +388,7 @@ class StudentTCritic(nn.Module):
         self.register_buffer("const", torch.tensor(0.0, dtype=torch.float64))
         for name, dims in (("rank", d), ("rank_x", x_dim), ("rank_z", z_dim)):  # of S, S_xx, S_zz
             self.register_buffer(name, torch.tensor(float(dims), dtype=torch.float64))
-        self.register_buffer("floor", torch.tensor(-math.inf, dtype=torch.float64))
-        self.register_buffer("ceiling", torch.tensor(math.inf, dtype=torch.float64))
+        self._init_clip()
 
     def to_t(self, u: Tensor) -> Tensor:
         """Normal scores [B, d] -> t_dof scores (float64), by linear interpolation in the table."""
@@ -414,14 +429,6 @@ class StudentTCritic(nn.Module):
         self.const.fill_(float(const))
         return self
 
-    def set_clip(self, floor: float = -math.inf, ceiling: float = math.inf) -> StudentTCritic:
-        """Clamp every score to [floor, ceiling] nats (see :meth:`GaussianCritic.set_clip`)."""
-        if not floor < ceiling:
-            raise ValueError(f"the floor must lie below the ceiling, got {floor} and {ceiling}")
-        self.floor.fill_(floor)
-        self.ceiling.fill_(ceiling)
-        return self
-
     def clip_at_quantile(self, x: Tensor, z: Tensor, quantile: float, floor: float) -> StudentTCritic:
         """:meth:`set_clip` with the ceiling at ``quantile`` of the unclamped joint scores."""
         self.set_clip()
@@ -459,7 +466,7 @@ class StudentTCritic(nn.Module):
         return self._ratio(maha, mx, mz).clamp(self.floor, self.ceiling).to(x.dtype)
 
 
-class CopulaGridCritic(nn.Module):
+class CopulaGridCritic(_ClampedScores):
     """The log copula density of one x column and one z column, read from a smoothed 2-D
     histogram: inputs are standard-normal scores (``estimate_mi``'s quantile map), carried to
     (s, t) = (Phi(x), Phi(z)) in the unit square, and T(x, z) = log c(s, t), where c is the
@@ -476,8 +483,7 @@ class CopulaGridCritic(nn.Module):
             raise ValueError(f"need bins >= 2 and smooth >= 0, got {bins} and {smooth}")
         self.bins, self.smooth = int(bins), float(smooth)
         self.register_buffer("log_density", torch.zeros(self.bins, self.bins, dtype=torch.float64))
-        self.register_buffer("floor", torch.tensor(-math.inf, dtype=torch.float64))
-        self.register_buffer("ceiling", torch.tensor(math.inf, dtype=torch.float64))
+        self._init_clip()
 
     def cells(self, a: Tensor) -> Tensor:
         """Normal scores [B, 1] -> cell indices [B] in [0, bins)."""
@@ -508,14 +514,6 @@ class CopulaGridCritic(nn.Module):
             density = density / density.mean(dim=1, keepdim=True)
             density = density / density.mean(dim=0, keepdim=True)
         self.log_density.copy_(density.log())
-        return self
-
-    def set_clip(self, floor: float = -math.inf, ceiling: float = math.inf) -> CopulaGridCritic:
-        """Clamp every score to [floor, ceiling] nats (see :meth:`GaussianCritic.set_clip`)."""
-        if not floor < ceiling:
-            raise ValueError(f"the floor must lie below the ceiling, got {floor} and {ceiling}")
-        self.floor.fill_(floor)
-        self.ceiling.fill_(ceiling)
         return self
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:

@@ -125,10 +125,11 @@ def test_lstm_h_n_through_a_callable_and_the_input_through_a_pattern():
     model(x)
     reg()
     seen_x, seen_z = reg.estimator.critic.seen
-    with torch.no_grad():
-        _, (h, _) = nn.LSTM.forward(model.lstm, x)  # the same layer, run without its hooks
+    # the same layer, run without its hooks and with grad enabled as in the hooked call: CPU
+    # LSTM kernels differ between grad and no_grad modes in the last float32 bits
+    _, (h, _) = nn.LSTM.forward(model.lstm, x)
     assert torch.equal(seen_x, x.permute(1, 0, 2).reshape(4, 21))
-    assert torch.equal(seen_z, h[-1])
+    assert torch.equal(seen_z, h[-1].detach())
     assert reg.dims == (21, 5)
 
 

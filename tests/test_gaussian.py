@@ -130,3 +130,19 @@ def test_infonce_saturates_at_log_batch_size(gaussian_pair):
     assert res.mi <= math.log(8)
     assert res.mi > 0.5 * math.log(8)  # far from 0: the critic is good, the bound is the cap
     assert res.mi < truth - 0.5
+
+
+def test_closed_form_critic_is_cross_fitted(gaussian_pair):
+    """With the closed-form part alone (critic="gaussian": nothing to train) every sample is read
+    out once by the critic refitted on the other four fifths: the standard error is that of all
+    N samples, SE = sqrt(d·rho² / N), and the fitting allowance is d² / (0.8·N)."""
+    dim, mi = 5, 1.0
+    x, z, truth = gaussian_pair(N, dim, mi, seed=2, as_numpy=True)
+    res = estimate_mi(x, z, critic="gaussian", seed=0, device="cpu")
+    assert res.folds == 5 and res.n_train + res.n_monitor + res.n_heldout == N
+    se_all = math.sqrt(dim * -math.expm1(-2 * truth / dim) / N)
+    assert abs(res.mi - truth) <= 4 * se_all + dim * dim / (0.8 * N), (res.mi, truth)
+    # 5 folds x 2 batches: the pooled SE estimate lies within [0.3, 3] x its true value
+    assert 0.3 * se_all <= res.stderr <= 3 * se_all, (res.stderr, se_all)
+    neural = estimate_mi(x, z, critic="separable", seed=0, device="cpu", max_steps=50)
+    assert neural.folds == 1

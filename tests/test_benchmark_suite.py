@@ -78,3 +78,10 @@ def test_cli_rejects_unknown_parts_and_families(bench, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--part", "suite", "--families", "spirals"])
     assert "unknown families 'spirals'" in capsys.readouterr().err
+
+
+def test_estimate_speed_refuses_a_path_that_is_not_a_checkout(tmp_path):
+    from recipes.benchmarks import estimate_speed
+
+    with pytest.raises(SystemExit, match="is not a mine_reg checkout"):
+        estimate_speed.main(["--checkouts", f"{tmp_path},."])

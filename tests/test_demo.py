@@ -13,7 +13,9 @@ import pytest
 
 from recipes.common import ROOT, recipe_command, recipe_env
 
-TINY = ["--ib-epochs", "2", "--ib-mi-every", "2", "--gaussian-n", "2000", "--gaussian-dims", "2"]
+# the demo's IB part defaults to mnist5k; the test takes the 8x8 digits (seconds per run)
+TINY = ["--ib-dataset", "digits", "--ib-epochs", "2", "--ib-mi-every", "2"]
+TINY += ["--gaussian-n", "2000", "--gaussian-dims", "2"]
 TINY += ["--gaussian-rhos", "0.0,0.5", "--gaussian-ksg", "false"]
 
 
@@ -35,7 +37,10 @@ def test_demo_runs_everything_and_writes_the_wandb_runs(tmp_path: Path) -> None:
     assert (out / "gaussian_mi" / "gaussian_mi.png").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert [r["method"] for r in summary["ib"]] == ["baseline", "mine", "vib"]
+    assert "Information bottleneck, digits 8x8 (2 epochs, seed 0; 500 test digits)" in proc.stdout
+    assert "log 500 = 6.21 nats" in proc.stdout
     for r in summary["ib"]:
+        assert r["dataset"] == "digits" and r["epochs"] == 2 and r["test_size"] == 500
         assert math.isfinite(r["test_error"]) and 0 <= r["I_XZ_lower"] <= r["I_XZ_upper"]
     assert sorted(r["rho"] for r in summary["gaussian_mi"]) == [0.0, 0.5]
 

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 GRID, STACKED = "gan_codes_grid25", "gan_codes_stacked"
 SMALL = ["--steps", "10", "--batch-size", "64", "--eval-every", "5", "--ckpt-every", "5"]
 SMALL += ["--eval-samples", "500", "--curve-samples", "200", "--mi-samples", "400", "--mi-steps", "20"]
+DIGITS = ["--dataset", "digits"]  # the stacked configs default to mnist5k; the smoke runs take 8x8 digits
 
 
 _grid = functools.partial(run_recipe, GRID)
@@ -73,7 +74,7 @@ def test_stacked_digits_few_steps(tmp_path: Path) -> None:
     classifier = _untrained_classifier(tmp_path)
     out = tmp_path / "out"
     proc = _stacked(
-        tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
+        tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, *DIGITS, "--out", str(out),
         "--classifier", str(classifier),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -140,8 +141,8 @@ def test_two_processes_stacked_conv(tmp_path: Path) -> None:
     classifier = _untrained_classifier(tmp_path)
     out = tmp_path / "out"
     proc = launch_two_processes(
-        STACKED, tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, "--out", str(out),
-        "--classifier", str(classifier),
+        STACKED, tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, *DIGITS,
+        "--out", str(out), "--classifier", str(classifier),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout

@@ -1,9 +1,12 @@
 """ALI vs ALI+MINE over seeds at the offline default budget, one run at a time; prints markdown.
 
     python recipes/benchmarks/ali_seeds.py                      # seeds 0 1 2, both configs
+    python recipes/benchmarks/ali_seeds.py --dataset mnist5k    # the recipe's default data
     python recipes/benchmarks/ali_seeds.py --table-only         # re-print from saved results
 
-Each run is ``python -m recipes.ali --config configs/{ali,ali_mine}.yaml --seed S`` with
+Each run is ``python -m recipes.ali --config configs/{ali,ali_mine}.yaml --dataset D --seed S``
+(D: ``--dataset``, by default the 8x8 digits of the README's table; the configs' own default is
+``mnist5k``) with
 OMP_NUM_THREADS=1 (unless set), wandb disabled (unless WANDB_MODE is set) and its output under
 ``--out/{ali,mine}_s{S}/``; both configs have the same budget (epochs, batch size, learning
 rates, critic: they share ``configs/ali_base.yaml``). The table gives, per run and
@@ -76,13 +79,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--dataset", default="digits", help="digits (default) | mnist5k | mnist")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "ali_seeds")
     parser.add_argument("--table-only", action="store_true", help="print the table from saved results")
     args, extra = parser.parse_known_args()  # anything else goes to recipes/ali.py (both arms)
     if not args.table_only:
         for seed in args.seeds:
             for arm in ARMS:
-                run(arm, seed, args.out / f"{arm}_s{seed}", extra)
+                run(arm, seed, args.out / f"{arm}_s{seed}", ["--dataset", args.dataset, *extra])
     print(table(args.out, args.seeds))
 
 

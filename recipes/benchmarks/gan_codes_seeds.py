@@ -6,8 +6,10 @@ prints markdown tables.
     python recipes/benchmarks/gan_codes_seeds.py --problems stacked --seeds 0,1,2,3,4,5 --jobs 2
 
 Each run is ``python -m recipes.gan_codes_<problem> --config
-configs/gan_codes_<problem>[_mine].yaml --seed S`` with the offline defaults of those configs
-(baseline and MINE share every budget setting: both inherit ``gan_codes_<problem>_base.yaml``),
+configs/gan_codes_<problem>[_mine].yaml --seed S`` (stacked: and ``--dataset D``, by default the
+8x8 digits of the README's tables; ``mnist5k`` is the configs' own default) with the offline
+defaults of those configs (baseline and MINE share every budget setting: both inherit
+``gan_codes_<problem>_base.yaml``),
 as a subprocess with ``OMP_NUM_THREADS=1`` (one CPU thread; ``--jobs`` runs at once, one per
 core) and, unless ``WANDB_MODE`` is set, wandb disabled. Arguments after ``--`` go to every run. Results:
 ``OUT/<problem>_<method>_s<seed>/results.json`` per run, ``OUT/summary.json`` and the tables
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--methods", default="baseline,mine")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one CPU thread each)")
+    parser.add_argument("--dataset", default="digits", help="stacked: digits (default) | mnist5k | mnist")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gan_codes_seeds")
     parser.add_argument("extra", nargs="*", help="arguments for every run, after --")
     args = parser.parse_args()
@@ -83,7 +86,8 @@ def main() -> None:
 
         def one(job: tuple[str, int], problem: str = problem) -> dict:
             method, seed = job
-            res = run(problem, method, seed, args.out / f"{problem}_{method}_s{seed}", args.extra)
+            extra = (["--dataset", args.dataset] if problem == "stacked" else []) + args.extra
+            res = run(problem, method, seed, args.out / f"{problem}_{method}_s{seed}", extra)
             print(
                 f"{problem} {method} seed {seed}: modes {res['modes']}, KL {res['kl']:.3f} nats, "
                 f"{res['wall_seconds']:.0f} s",

@@ -2,13 +2,17 @@
 I(X; Z) for the baseline, MIRegularizer at several beta, and Deep VIB, at equal budgets.
 
     python recipes/benchmarks/ib_sweep.py [--seeds 0,1,2,3,4] [--betas 1e-4,1e-3,1e-2] \\
-        [--estimators club,mine] [--epochs 60] [--out outputs/benchmarks/ib_sweep]
+        [--estimators club,mine] [--epochs 60] [--dataset digits] [--z-noise gaussian] \\
+        [--out outputs/benchmarks/ib_sweep]
 
-Every run is ``recipes/ib.py --config configs/ib_<method>.yaml`` with ``--seed``, ``--beta``,
-``--estimator`` and ``--epochs`` set, and ``estimate_mi`` run after the last epoch only; a seed
-changes the train/test split, the pixel permutation and the initialisation. Prints a markdown
-table, writes ``ib_sweep.json`` and ``ib_sweep.png`` under ``out``. wandb is off unless
-WANDB_MODE is set.
+Every run is ``recipes/ib.py --config configs/ib_<method>.yaml`` with ``--dataset``, ``--seed``,
+``--beta``, ``--estimator`` and ``--epochs`` set (and ``--z-noise`` when given; otherwise the
+config's), and ``estimate_mi`` run after the last epoch only. The sweep's data default to the 8x8
+digits (the README's digits tables), where a seed changes the train/test split, the pixel
+permutation and the initialisation; ``--dataset mnist5k`` (the recipe's default, 784-1024-1024-256
+encoder) has one fixed split, so there a seed changes the permutation and the initialisation.
+Prints a markdown table, writes ``ib_sweep.json`` and ``ib_sweep.png`` under ``out``. wandb is off
+unless WANDB_MODE is set.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from recipes.report import markdown_table, save_figure  # noqa: E402
 
 CONFIGS = ROOT / "configs"
 METRICS = ("test_error", "I_XZ", "I_XZ_lower", "I_XZ_upper", "I_ZY")
+DATASET_NAMES = {"digits": "digits 8x8", "mnist5k": "mnist5k (28x28)", "mnist": "MNIST"}
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Config:
     vib_betas: list[float] = field(default_factory=lambda: [1e-3])  # --vib-betas "": no VIB arm
     baseline: bool = True
     epochs: int = 60
+    dataset: str = "digits"  # digits (the README's sweep tables) | mnist5k | mnist (data/MNIST/raw/)
+    z_noise: str | None = None  # gaussian | additive; None: the config's (additive)
     out: str = "outputs/benchmarks/ib_sweep"
 
 
@@ -71,6 +78,7 @@ def main(cfg: Config) -> list[dict]:
         runs = []
         for seed in cfg.seeds:
             argv = ["--config", str(CONFIGS / f"ib_{method}.yaml"), "--seed", str(seed), *extra]
+            argv += ["--dataset", cfg.dataset] + (["--z-noise", cfg.z_noise] if cfg.z_noise else [])
             # estimate_mi once, after the last epoch (the encoder's bounds still come every epoch)
             argv += ["--epochs", str(cfg.epochs), "--mi-every", str(cfg.epochs)]
             argv += ["--out", str(out / f"{method}_{'_'.join(extra[1::2])}_{seed}")]
@@ -82,9 +90,12 @@ def main(cfg: Config) -> list[dict]:
         )
         print(f"done: {label} beta={runs[0]['beta']:g}", flush=True)
 
-    n = len(cfg.seeds)
-    print(f"\nIB on digits 8x8, {cfg.epochs} epochs, mean ± sd over {n} seeds (500 test digits per seed)\n")
+    n, n_test = len(cfg.seeds), rows[0]["runs"][0]["test_size"]
+    setup = f"{DATASET_NAMES.get(cfg.dataset, cfg.dataset)}, {cfg.epochs} epochs"
+    print(f"\nIB on {setup}, mean ± sd over {n} seeds ({n_test} test digits per seed)\n")
     print(sweep_table(rows))
+    print("\nPer seed\n")
+    print(seeds_table(rows))
     if any(r["method"] == "baseline" for r in rows):
         print("\nTargets against the baseline (means over seeds)\n")
         print(targets_table(rows))
@@ -106,6 +117,19 @@ def sweep_table(rows: list[dict]) -> str:
             + [pm("I_XZ_upper", f=".3g"), pm("I_ZY"), f"{r['seconds']:.0f}"]
         )
     return markdown_table([*columns, "I(Z;Y)", "s/run"], cells)
+
+
+def seeds_table(rows: list[dict]) -> str:
+    """Markdown: one row per arm, beta and seed: test error (%) and the encoder's I(X;Z) bounds
+    and ``estimate_mi``'s I(X;Z), I(Z;Y) (nats)."""
+    cells = [
+        [r["arm"], f"{r['beta']:g}", str(run["seed"]), f"{100 * run['test_error']:.2f}"]
+        + [f"{run['I_XZ_lower']:.2f}", f"{run['I_XZ_upper']:.3g}", f"{run['I_XZ']:.2f}", f"{run['I_ZY']:.2f}"]
+        for r in rows
+        for run in r["runs"]
+    ]
+    columns = ["arm", "beta", "seed", "test error (%)", "I(X;Z) lower bound", "I(X;Z) upper bound"]
+    return markdown_table([*columns, "I(X;Z) estimate", "I(Z;Y)"], cells)
 
 
 COMPRESSION_NATS = 0.7  # the encoder's lower bound must fall at least this far below the baseline's

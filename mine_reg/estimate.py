@@ -82,6 +82,8 @@ T_COPULA_DOFS = (1.0, 2.0, 3.0, 5.0, 10.0)
 T_COPULA_SAMPLES_PER_DIM = 10
 # folds of the cross-fitted read-out of a closed-form critic (see cross_fitted_read_out)
 CROSS_FIT_FOLDS = 5
+# ... used only for estimates at least this far below ln(N / CROSS_FIT_FOLDS) (nats)
+CROSS_FIT_HEADROOM = 2.0
 # (bins, smoothing in cells) of the copula-histogram critics tried for one column a side
 COPULA_GRIDS = ((32, 1.0), (64, 1.0), (64, 2.0), (128, 2.0))
 _MAX_BATCH = 512
@@ -228,7 +230,8 @@ class MIResult:
     training diverged, a negative read-out replaced by 0). raw_mi: the held-out read-out before
     a negative value is replaced by 0 (None for the plug-in and constant paths). folds: 1 (one
     held-out part, ``n_heldout`` samples), or :data:`CROSS_FIT_FOLDS` when the critic is the
-    closed-form part alone (its neural residual never improved on the monitor set): then every
+    closed-form part alone (its neural residual never improved on the monitor set) and the
+    held-out read-out is at least :data:`CROSS_FIT_HEADROOM` below ln(N / folds): then every
     sample is read out once, by that part refitted on the other folds, the estimate is the mean
     over folds (``n_train``, ``n_monitor`` and ``n_heldout`` still count the parts the critic's
     choices and training used). ``float(result) == result.mi``.
@@ -747,9 +750,10 @@ def estimate_mi(x: Any, y: Any, estimator: str = "mine", **options: Any) -> MIRe
     5. training stops once the monitor bound has not improved for ``patience`` evaluations, and
        the best state is kept (the untrained one included);
     6. the bound is read out on the whole held-out part, with a standard error over batches;
-       when the residual never beat its untrained zero (the critic is its closed-form part),
-       the read-out is cross-fitted instead: each of 5 folds of all samples is read out by the
-       closed-form critic, with the same choices, refitted on the other four.
+       when the residual never beat its untrained zero (the critic is its closed-form part) and
+       that read-out is at least 2 nats below ln(N / 5), it is cross-fitted instead: each of 5
+       folds of all samples is read out by the closed-form critic, with the same choices,
+       refitted on the other four.
 
     Args:
         x: [N, dx] or [N] (one column); numpy array, tensor (any dtype, bf16 included) or nested
@@ -793,16 +797,21 @@ def _critic_result(prepared: Prepared, opts: EstimateOptions, start: float) -> M
         with torch.inference_mode(False), torch.enable_grad(), _scoped_threads(opts):
             split = split_pair(prepared, opts)
             fitted = fit_critic(split, opts)
-            if fitted.best_step == 0 and fitted.closed_form is not None:
-                # the residual never beat its untrained zero: the critic is the closed-form part,
-                # cheap to refit, so every sample is read out once by a critic fitted on the rest
+            mi, se, n_batches = read_out(
+                fitted.estimator, split.x_heldout, split.y_heldout, split.batch_size, split.generator
+            )
+            folds = 1
+            # the residual never beat its untrained zero: the critic is the closed-form part,
+            # cheap to refit, so every sample is read out once by a critic fitted on the rest;
+            # not near a fold's ln N ceiling, where a read-out on fewer samples reads lower
+            fold_ceiling = math.log(max(len(prepared.x) // CROSS_FIT_FOLDS, 2))
+            if (
+                fitted.best_step == 0
+                and fitted.closed_form is not None
+                and mi <= fold_ceiling - CROSS_FIT_HEADROOM
+            ):
                 mi, se, n_batches = cross_fitted_read_out(split, opts, fitted.closed_form)
                 folds = CROSS_FIT_FOLDS
-            else:
-                mi, se, n_batches = read_out(
-                    fitted.estimator, split.x_heldout, split.y_heldout, split.batch_size, split.generator
-                )
-                folds = 1
     finally:
         torch.random.set_rng_state(torch_state)
     notes = [*prepared.warnings, *fitted.warnings]

@@ -23,11 +23,12 @@ from recipes.report import markdown_table
 
 CASES = ["gaussian 5+5", "gaussian 1+1", "gaussian 25+25", "t3 5+5", "additive uniform 1+1"]
 
-# run inside the checkout's process: imports that checkout's mine_reg, prints one JSON line
+# run with the checkout as the working directory, so that `python -c` imports its mine_reg
+# (the working directory comes first on the import path); prints one JSON line
 WORKER = """
-import json, sys, time, warnings
+import json, time, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, sys.argv[1])
+import mine_reg
 from mine_reg import estimate_mi
 from mine_reg.synthetic import additive_uniform, correlated_gaussian, rho_for_mi, student_t
 cases = [
@@ -42,16 +43,19 @@ for x, y in cases:
     start = time.perf_counter()
     estimate_mi(x, y)
     seconds.append(time.perf_counter() - start)
-print(json.dumps(seconds))
+print(json.dumps({"module": mine_reg.__file__, "seconds": seconds}))
 """
 
 
 def time_checkout(root: Path) -> list[float]:
     """Seconds per case of one fresh process on the checkout at ``root``."""
-    proc = subprocess.run(
-        [sys.executable, "-c", WORKER, str(root.resolve())], capture_output=True, text=True, check=True
-    )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    root = root.resolve()
+    command = [sys.executable, "-c", WORKER]
+    proc = subprocess.run(command, cwd=root, capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not Path(out["module"]).resolve().is_relative_to(root):
+        raise SystemExit(f"{root}: imported {out['module']}, not this checkout's mine_reg")
+    return out["seconds"]
 
 
 def main(argv: list[str] | None = None) -> list[list[str]]:

@@ -486,12 +486,6 @@ def choose_closed_form(split: Split, normal_scores: bool = True) -> Maker:
     return best
 
 
-def closed_form_part(split: Split, normal_scores: bool = True) -> torch.nn.Module:
-    """:func:`choose_closed_form`'s critic fitted on the training and monitor samples together."""
-    make = choose_closed_form(split, normal_scores)
-    return make(torch.cat([split.x_train, split.x_monitor]), torch.cat([split.y_train, split.y_monitor]))
-
-
 def cross_fitted_read_out(split: Split, options: EstimateOptions, make: Maker) -> tuple[float, float, int]:
     """The read-out of a closed-form critic with K-fold cross-fitting (K = :data:`CROSS_FIT_FOLDS`):
     all samples of ``split`` are cut into K folds, and each fold is read out by the critic that

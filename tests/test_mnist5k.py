@@ -284,3 +284,67 @@ def test_ib_on_mnist5k_two_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "processes: 2" in proc.stdout
     _check_ib(read_results(out), "mnist5k", 2)
+
+
+# ----------------------------------------------------------------------------- MNIST files, two processes
+@pytest.fixture(scope="module")
+def idx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 5k digits written as MNIST's four IDX files under ``root/MNIST/raw/``."""
+    root = tmp_path_factory.mktemp("idx") / "data"
+    write_mnist_raw(root, *load_images("mnist5k"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def untrained_idx_classifier(idx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A saved, untrained 28x28 classifier keyed to ``--dataset mnist`` on ``idx_root``."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("classifier") / "mnist.pt"
+    save_classifier(DigitClassifier(**classifier_arch(28)), path, "mnist", data_root=str(idx_root))
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ali_on_idx_files_two_processes(
+    tmp_path: Path, idx_root: Path, untrained_idx_classifier: str
+) -> None:
+    """ALI + MINE read from MNIST files through ``--data-root`` on two processes, with adaptive
+    clipping (the path that differentiates through the DDP-wrapped encoder twice)."""
+    out = tmp_path / "out"
+    proc = launch_two_processes(
+        "ali", tmp_path, "--config", "configs/ali_mine.yaml", "--dataset", "mnist", "--data-root",
+        str(idx_root), "--epochs", "1", "--batch-size", "1000", "--hidden", "32", "--z-dim", "4",
+        "--mi-steps", "20", "--adaptive-clip", "true", "--classifier", untrained_idx_classifier,
+        "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 2" in proc.stdout
+    res = read_results(out)
+    assert res["dataset"] == "mnist" and res["processes"] == 2
+    assert res["steps"] == 2  # 4,000 training images / (2 processes x 1000) per step
+    assert res["ms_ssim"] is not None and -1.0 <= res["ms_ssim"] <= 1.0
+    assert 0.0 < res["recon_error"] <= 28.0 and 0.0 <= res["recon_accuracy"] <= 1.0
+    assert math.isfinite(res["I_xz_train_last"]) and math.isfinite(res["I_xz_heldout"]), res
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_stacked_gan_on_idx_files_two_processes(
+    tmp_path: Path, idx_root: Path, untrained_idx_classifier: str
+) -> None:
+    """The stacked config (convolutional G with BatchNorm, critic noise) on MNIST files through
+    ``--data-root``, on two processes."""
+    out = tmp_path / "out"
+    proc = launch_two_processes(
+        "gan_codes_stacked", tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml",
+        "--dataset", "mnist", "--data-root", str(idx_root), "--steps", "4", "--batch-size", "32",
+        "--conv-width", "8", "--eval-every", "0", "--eval-samples", "300", "--mi-samples", "200",
+        "--mi-steps", "10", "--classifier", untrained_idx_classifier, "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes: 2" in proc.stdout
+    res = read_results(out)
+    assert res["dataset"] == "mnist" and res["problem"] == "stacked" and res["processes"] == 2
+    assert 1 <= res["modes"] <= 300 and 0.0 <= res["kl"] <= math.log(1000) + 1e-9, res
+    assert 0.0 <= res["confident_pct"] <= 100.0 and math.isfinite(res["critic_mi"]), res

@@ -1,8 +1,8 @@
 """recipes/ali.py: SSIM / MS-SSIM checks (recipes/image_metrics.py), and the recipe end to end on
 the offline digits data (a few steps each): results.json fields and images, resuming from a
-checkpoint, the missing-MNIST error (baseline config), and a two-process CPU run through
-``accelerate launch`` (with adaptive clipping, the path that differentiates through the
-DDP-wrapped encoder twice).
+checkpoint and the missing-MNIST error (baseline config). The two-process run (with adaptive
+clipping, the path that differentiates through the DDP-wrapped encoder twice) reads MNIST files
+in ``tests/test_mnist5k.py``.
 
 The runs share one digit classifier (trained for 2 epochs by a fixture) and use tiny networks
 (width 32, z of 4 dims) for 1-2 epochs of 3 steps: batches of 400 of the 1,297 training images
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from recipe_runs import launch_two_processes, read_results, run_recipe
+from recipe_runs import read_results, run_recipe
 
 from recipes.digits import load_images, save_classifier, train_classifier
 from recipes.image_metrics import ms_ssim, ms_ssim_scales, ssim
@@ -112,18 +112,3 @@ def test_missing_mnist_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "ali.py: error: MNIST not found" in proc.stderr and "Traceback" not in proc.stderr
     assert str(root / "MNIST" / "raw") in proc.stderr and "train-images-idx3-ubyte" in proc.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_two_processes(tmp_path: Path, classifier: str) -> None:
-    out = tmp_path / "out"
-    proc = launch_two_processes(
-        RECIPE, tmp_path, "--config", "configs/ali_mine.yaml", *SMALL, "--batch-size", "200",
-        "--adaptive-clip", "true", "--classifier", classifier, "--out", str(out),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "processes: 2" in proc.stdout
-    res = _results(out)
-    assert res["processes"] == 2 and res["steps"] == 3  # 1,297 images / (2 x 200) per step
-    assert math.isfinite(res["recon_error"]) and math.isfinite(res["I_xz_train_last"])

@@ -1,7 +1,8 @@
 """The GAN-codes recipes (recipes/gan_codes_grid25.py, recipes/gan_codes_stacked.py, sharing
 recipes/gan_codes.py) end to end, a few steps each: baseline and MINE on 25 Gaussians, stacked
 digits (offline), resuming from a checkpoint, the missing-MNIST error, and a two-process CPU run
-through ``accelerate launch``.
+through ``accelerate launch`` (25 Gaussians; the stacked conv GAN's runs on two processes from
+MNIST files in ``tests/test_mnist5k.py``).
 
 A few steps of a GAN say nothing about mode coverage, so the checks are on plumbing and sanity:
 the metrics exist, are finite and lie in their ranges (modes 0..25 or 0..1000, high-quality %
@@ -131,24 +132,6 @@ def test_two_processes(tmp_path: Path) -> None:
     res = _results(out)
     assert res["processes"] == 2
     _check_grid(res)
-    assert math.isfinite(res["critic_mi"]), res
-
-
-@pytest.mark.distributed
-def test_two_processes_stacked_conv(tmp_path: Path) -> None:
-    """The stacked config (convolutional G with BatchNorm, critic noise) on two processes, with an
-    untrained classifier standing in for the trained one."""
-    classifier = _untrained_classifier(tmp_path)
-    out = tmp_path / "out"
-    proc = launch_two_processes(
-        STACKED, tmp_path, "--config", "configs/gan_codes_stacked_mine.yaml", *SMALL, *DIGITS,
-        "--out", str(out), "--classifier", str(classifier),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "processes: 2" in proc.stdout
-    res = _results(out)
-    assert res["processes"] == 2 and res["problem"] == "stacked"
-    assert 1 <= res["modes"] <= 1000 and 0.0 <= res["confident_pct"] <= 100.0, res
     assert math.isfinite(res["critic_mi"]), res
 
 

@@ -74,6 +74,28 @@ def table(root: Path, seeds: list[int]) -> str:
     )
 
 
+def targets(root: Path, seeds: list[int]) -> str:
+    """The ALI + MINE target, PASS or FAIL per seed: a lower reconstruction error and a higher
+    reconstruction accuracy and (MS-)SSIM than ALI on the same seed."""
+    lines = []
+    for seed in seeds:
+        paths = {arm: root / f"{arm}_s{seed}" / "results.json" for arm in ARMS}
+        if not all(p.is_file() for p in paths.values()):
+            continue
+        ali, mine = (json.loads(paths[arm].read_text()) for arm in ARMS)
+        ok = (
+            mine["recon_error"] < ali["recon_error"]
+            and mine["recon_accuracy"] > ali["recon_accuracy"]
+            and _ssim(mine) > _ssim(ali)
+        )
+        lines.append(
+            f"- seed {seed}: error {mine['recon_error']:.3f} vs {ali['recon_error']:.3f}, accuracy "
+            f"{100 * mine['recon_accuracy']:.1f}% vs {100 * ali['recon_accuracy']:.1f}%, SSIM "
+            f"{_ssim(mine):.3f} vs {_ssim(ali):.3f} (MINE vs ALI): {'PASS' if ok else 'FAIL'}"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,6 +110,7 @@ def main() -> None:
             for arm in ARMS:
                 run(arm, seed, args.out / f"{arm}_s{seed}", ["--dataset", args.dataset, *extra])
     print(table(args.out, args.seeds))
+    print("\nALI + MINE better on every measure, per seed:\n" + targets(args.out, args.seeds))
 
 
 if __name__ == "__main__":

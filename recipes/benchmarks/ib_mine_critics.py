@@ -16,6 +16,11 @@ Arms:
 - ``separable``: the separable critic with all B² - B marginal pairs, raw inputs;
 - ``infonce``: the InfoNCE bound with the separable critic, raw inputs;
 - ``z_noise_2``: the concat critic reading z + N(0, 2²), raw inputs;
+- ``kernel``: a Gaussian-kernel critic T = -1/2 ||(z - m(x)) / s||² (an MLP m, a learned per-unit
+  scale s; all B² - B marginal pairs) on batch-standardized x and z: a family that holds the
+  exact conditional's log density and cannot be escaped by moving z away from trained regions;
+- ``kernel_infonce``: the same critic in the InfoNCE bound (each row normalized on its own);
+- ``kernel_raw``: the kernel critic on raw x and z;
 - ``std_noise_1``, ``std_noise_2``, ``std_noise_3``: the concat critic on batch-standardized x
   and z, reading z + N(0, s²) at s = 1, 2, 3 (a noisier channel, which a batch can estimate).
 """
@@ -82,6 +87,26 @@ class StandardizedZNoise(nn.Module):
         return self.critic(standardize_rows(x), z + self.std * torch.randn_like(z))
 
 
+class GaussianKernel(nn.Module):
+    """T(x, z) = -1/2 ||(z - m(x)) / s||^2: a Gaussian kernel around an MLP's prediction m(x) of z,
+    with a learned per-unit scale s; scores all pairs with one matmul."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden=(128, 128)) -> None:
+        super().__init__()
+        from mine_reg.critics import mlp
+
+        self.mean = mlp(x_dim, hidden, z_dim)
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return -0.5 * (((z - self.mean(x)) * torch.exp(-self.log_scale)) ** 2).sum(-1)
+
+    def score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
+        inv = torch.exp(-self.log_scale)
+        m, zz = self.mean(x) * inv, z * inv
+        return -0.5 * ((m**2).sum(-1)[:, None] + (zz**2).sum(-1)[None, :] - 2 * m @ zz.T)
+
+
 ARMS: dict[str, tuple[list[str], dict]] = {
     "baseline": (["--method", "baseline"], {}),
     "raw": ([], {"standardize": False}),
@@ -90,6 +115,9 @@ ARMS: dict[str, tuple[list[str], dict]] = {
     "separable": ([], {"standardize": False, "critic": "separable", "marginals": "all"}),
     "infonce": (["--estimator", "infonce"], {"standardize": False, "critic": "separable"}),
     "z_noise_2": ([], {"standardize": False, "critic": ZNoiseConcat}),
+    "kernel": ([], {"critic": GaussianKernel, "marginals": "all"}),
+    "kernel_infonce": (["--estimator", "infonce"], {"critic": GaussianKernel}),
+    "kernel_raw": ([], {"standardize": False, "critic": GaussianKernel, "marginals": "all"}),
     "std_noise_1": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 1.0)}),
     "std_noise_2": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 2.0)}),
     "std_noise_3": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 3.0)}),

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from einops import rearrange, reduce, repeat
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 __all__ = [
@@ -551,10 +551,9 @@ class BoundedCritic(nn.Module):
 def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:
     """Each column of t [B, D] shifted and scaled to batch mean 0 and std 1 (population variance
     plus ``eps``²); differentiable, so a gradient through it sees only changes of shape, not of scale."""
-    mean = reduce(t, "b d -> 1 d", "mean")
-    centred = t - mean
+    centred = t - t.mean(dim=0, keepdim=True)
     # eps inside the root: a constant column (a dead unit) gives 0 with a finite gradient
-    return centred / (reduce(centred**2, "b d -> 1 d", "mean") + eps**2).sqrt()
+    return centred * torch.rsqrt((centred * centred).mean(dim=0, keepdim=True) + eps**2)
 
 
 class Standardized(nn.Module):

@@ -195,19 +195,24 @@ class MIEstimator(nn.Module):
         """The bound ``name`` (see :data:`mine_reg.bounds.BOUNDS`; SMILE with this ``tau``), nats."""
         return self._bounds[name](joint, marginal)
 
-    def corrected_dv(self, joint: Tensor, marginal: Tensor, update_ema: bool = True) -> Tensor:
+    def corrected_dv(
+        self, joint: Tensor, marginal: Tensor, update_ema: bool = True, log_partition: Tensor | None = None
+    ) -> Tensor:
         """DV value whose gradient is E_P[dT] - E_Q[dT · exp T] / EMA(E_Q[exp T]).
 
         Updates the EMA with this batch first (only when gradients are on), so the exponent
         T - log EMA stays below log(numel / rate) and cannot overflow. With ``update_ema=False``
         the stored EMA is used as it is (it is still initialised on the very first batch).
+        ``log_partition``: this batch's log E_Q[exp T], when the caller has computed it already.
         """
         value = bounds.dv(joint, marginal)
         if not torch.is_grad_enabled():
             return value
         joint, marginal = bounds.upcast(joint), bounds.upcast(marginal)
         if update_ema or int(self.ema.steps) == 0:
-            log_ema = self.ema.update(bounds.log_mean_exp(marginal))
+            if log_partition is None:
+                log_partition = bounds.log_mean_exp(marginal)
+            log_ema = self.ema.update(log_partition)
         else:
             log_ema = self.ema.log_ema.clone()
         log_ema = log_ema.to(marginal.dtype)
@@ -229,8 +234,9 @@ class MIEstimator(nn.Module):
         """Objective and read-out from already computed scores (``update_ema``: fold this batch
         into MINE's moving average)."""
         spec = self.spec
+        log_partition = bounds.log_mean_exp(marginal.detach())
         if spec.moving_average:
-            objective = self.corrected_dv(joint, marginal, update_ema)
+            objective = self.corrected_dv(joint, marginal, update_ema, log_partition)
         else:
             objective = self.bound(spec.objective, joint, marginal)
         if spec.gradient is not None:
@@ -243,7 +249,7 @@ class MIEstimator(nn.Module):
             objective=objective,
             mi=mi,
             joint_mean=joint.detach().float().mean(),
-            log_partition=bounds.log_mean_exp(marginal.detach()),
+            log_partition=log_partition,
         )
 
     def terms(

@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from mine_reg import MIRegularizer, estimate_mi
 from recipes.common import RunConfig, TrainState, finish, make_accelerator, run, start_run
-from recipes.digits import image_side, load_images, predict_digits, shared_classifier
+from recipes.digits import load_images, predict_digits, shared_classifier
 from recipes.image_metrics import ms_ssim, ms_ssim_scales, ssim
 from recipes.layers import Sample, mlp
 from recipes.training import Penalty, log_image, log_step, progress, set_linear_decay
@@ -71,7 +71,7 @@ class Config(RunConfig):
     classifier: str | None = None  # digit classifier path; None: outputs/classifier_{dataset}_seed{s}.pt
     classifier_seed: int = 0  # the cached classifier's seed s (one judge for every run seed)
     z_dim: int = 16
-    hidden: list[int] | None = None  # E, G and D widths; None: [256, 256] digits, [1024, 1024] 28x28
+    hidden: list[int] = field(default_factory=lambda: [256, 256])  # E, G and D widths (8x8 and 28x28)
     d_dropout: float = 0.0  # dropout in D
     beta: float = 0.2  # weight of I(x; E(x)) in nats (method mine)
     estimator: str = "mine"
@@ -251,7 +251,7 @@ def main(cfg: Config) -> dict:
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.seed)
     out = Path(cfg.out)
-    hidden = cfg.hidden or ([1024, 1024] if image_side(cfg.dataset) == 28 else [256, 256])
+    hidden = cfg.hidden
     beta = cfg.beta if cfg.method == "mine" else 0.0
 
     x_train, _, x_test, y_test = load_images(cfg.dataset, cfg.data_root, seed=cfg.seed)

@@ -251,7 +251,6 @@ def main(cfg: Config) -> dict:
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.seed)
     out = Path(cfg.out)
-    hidden = cfg.hidden
     beta = cfg.beta if cfg.method == "mine" else 0.0
 
     x_train, _, x_test, y_test = load_images(cfg.dataset, cfg.data_root, seed=cfg.seed)
@@ -264,13 +263,13 @@ def main(cfg: Config) -> dict:
     # drop_last: every step sees full batches (MINE pairs need at least 2 samples per process)
     loader = DataLoader(TensorDataset(x_train), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
     encoder, generator, disc, opt_eg, opt_d, loader = accelerator.prepare(
-        *build_models(cfg, shape, hidden), loader
+        *build_models(cfg, shape, cfg.hidden), loader
     )
     penalty = build_penalty(cfg, accelerator, encoder, beta)
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     torch.manual_seed(cfg.seed * 1000 + accelerator.process_index)  # the prior's and encoder's noise
-    start_run(accelerator, cfg, {**asdict(cfg), "hidden": hidden, "beta": beta})
+    start_run(accelerator, cfg, {**asdict(cfg), "beta": beta})
     start_epoch = state.epoch
     accelerator.print(f"start_epoch: {start_epoch}")
 

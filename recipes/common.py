@@ -182,7 +182,8 @@ def run_program(recipe: str, argv: Sequence[str], out: Path) -> dict:
     """Run ``recipes.<recipe>`` as its own program with ``argv`` and ``--out out``, on one CPU
     thread (``OMP_NUM_THREADS=1`` unless set) and with wandb disabled unless ``WANDB_MODE`` is
     set; a failed run ends this program with the command and its stderr. Returns the run's
-    ``results.json`` with ``wall_seconds`` added (the program's whole wall time)."""
+    ``results.json`` with ``wall_seconds`` added (the program's whole wall time), and writes it
+    back so that the saved file keeps the wall time too."""
     env = recipe_env()
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("WANDB_MODE", "disabled")
@@ -191,4 +192,7 @@ def run_program(recipe: str, argv: Sequence[str], out: Path) -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
-    return {**json.loads((out / "results.json").read_text()), "wall_seconds": time.perf_counter() - started}
+    wall_seconds = time.perf_counter() - started
+    results = {**json.loads((out / "results.json").read_text()), "wall_seconds": wall_seconds}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results

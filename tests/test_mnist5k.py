@@ -221,16 +221,32 @@ def _check_ib(res: dict, dataset: str, processes: int) -> None:
     assert math.isfinite(res["I_XZ"]) and math.isfinite(res["I_ZY"]), res
 
 
+@pytest.fixture(scope="module")
+def idx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 5k digits written as MNIST's four IDX files under ``root/MNIST/raw/``."""
+    root = tmp_path_factory.mktemp("idx") / "data"
+    write_mnist_raw(root, *load_images("mnist5k"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def untrained_idx_classifier(idx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A saved, untrained 28x28 classifier keyed to ``--dataset mnist`` on ``idx_root``."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("classifier") / "mnist.pt"
+    save_classifier(DigitClassifier(**classifier_arch(28)), path, "mnist", data_root=str(idx_root))
+    return str(path)
+
+
 @pytest.mark.slow
-def test_ib_on_mnist5k_and_on_its_idx_files_agree(tmp_path: Path) -> None:
+def test_ib_on_mnist5k_and_on_its_idx_files_agree(tmp_path: Path, idx_root: Path) -> None:
     """IB (MINE) one epoch on ``mnist5k``, then on the same digits written as MNIST files and read
     through ``--data-root``: the same images in the same order, so the same numbers."""
     runs = {}
-    write_mnist_raw(tmp_path / "data", *load_images("mnist5k"))
     for dataset in ("mnist5k", "mnist"):
         out = tmp_path / dataset
         args = ["--config", "configs/ib_mine.yaml", *IB_SMALL, "--dataset", dataset, "--out", str(out)]
-        proc = run_recipe("ib", tmp_path, *args, "--data-root", str(tmp_path / "data"))
+        proc = run_recipe("ib", tmp_path, *args, "--data-root", str(idx_root))
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[dataset] = read_results(out)
         _check_ib(runs[dataset], dataset, 1)
@@ -287,23 +303,6 @@ def test_ib_on_mnist5k_two_processes(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- MNIST files, two processes
-@pytest.fixture(scope="module")
-def idx_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 5k digits written as MNIST's four IDX files under ``root/MNIST/raw/``."""
-    root = tmp_path_factory.mktemp("idx") / "data"
-    write_mnist_raw(root, *load_images("mnist5k"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def untrained_idx_classifier(idx_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A saved, untrained 28x28 classifier keyed to ``--dataset mnist`` on ``idx_root``."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("classifier") / "mnist.pt"
-    save_classifier(DigitClassifier(**classifier_arch(28)), path, "mnist", data_root=str(idx_root))
-    return str(path)
-
-
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ali_on_idx_files_two_processes(

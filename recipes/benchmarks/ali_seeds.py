@@ -31,7 +31,6 @@ ARMS = {"ali": "configs/ali.yaml", "mine": "configs/ali_mine.yaml"}
 
 def run(arm: str, seed: int, out: Path, extra: list[str]) -> None:
     results = run_program("ali", ["--config", ARMS[arm], "--seed", str(seed), *extra], out)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")  # keeps wall_seconds
     print(f"{arm} seed {seed}: recon error {results['recon_error']:.3f} ({results['wall_seconds']:.0f} s)")
 
 

@@ -155,6 +155,30 @@ def dv(joint: Tensor, marginal: Tensor) -> Tensor:
     return _saturate(_mean(joint.double()) - shift - rest, joint.dtype)
 
 
+def dv_value(joint: Tensor, shift: Tensor, rest: Tensor) -> Tensor:
+    """:func:`dv`'s value without its gradient, from checked joint scores and the parts of
+    :func:`log_partition_parts` of the marginal scores, so a caller that needs the log-partition
+    too computes it once. Finite values beyond the joint dtype's range saturate there."""
+    with torch.no_grad():
+        # a float64 sum of float32 scores cannot overflow; float64 scores take the scaled sum
+        mean = _mean(joint) if joint.dtype == torch.float64 else joint.double().mean()
+        value = mean - shift - rest
+        top = torch.finfo(joint.dtype).max
+        return torch.where(torch.isfinite(value), value.clamp(-top, top), value).to(joint.dtype)
+
+
+def check_scores(joint: Tensor, marginal: Tensor) -> tuple[Tensor, Tensor]:
+    """Joint scores [B] and marginal scores (any shape) upcast to one floating dtype of at least
+    32 bits; ValueError for empty or misshapen scores."""
+    return _check(joint, marginal)
+
+
+def log_partition_parts(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """``(shift, rest)``, float64 scalars with log(mean(exp(scores))) = shift + rest (nats), the
+    maximum kept apart from the rest for a bound to subtract in float64."""
+    return _log_partition(scores)
+
+
 def nwj(joint: Tensor, marginal: Tensor) -> Tensor:
     """NWJ / MINE-f bound: E_P[T] - E_Q[exp(T - 1)], in nats.
 

@@ -62,7 +62,8 @@ class CriticOptimizer:
         if torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all():
             self.optimizer.step()
             self.steps += 1
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in params:  # zero_grad(set_to_none=True) without the optimizer's wrapper
+            p.grad = None
 
     def follow_parameters(self) -> None:
         """Move Adam's state to the parameters' device, after the module holding them has moved."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
@@ -85,9 +86,10 @@ class ConcatCritic(nn.Module):
         """Scores of (x_i, z_i) and (x_i, z_index[i]) in one pass, [B] each. The first layer is
         split as W_x·x + W_z·z, so the x part is computed once for both kinds of pairs."""
         first, rest = self.net[0], self.net[1:]
-        hx = nn.functional.linear(x, first.weight[:, : self.x_dim], first.bias)
-        hz = nn.functional.linear(z, first.weight[:, self.x_dim :])
-        scores = rearrange(rest(torch.cat([hx + hz, hx + hz[index]])), "b 1 -> b")
+        weight_x, weight_z = torch.split(first.weight, [self.x_dim, self.z_dim], dim=1)
+        hx = F.linear(x, weight_x, first.bias)
+        hz = F.linear(z, weight_z)
+        scores = rearrange(rest(torch.cat([hx + hz, hx + permute_rows(hz, index)])), "b 1 -> b")
         b = x.shape[0]
         return scores[:b], scores[b:]
 
@@ -551,9 +553,10 @@ class BoundedCritic(nn.Module):
 def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:
     """Each column of t [B, D] shifted and scaled to batch mean 0 and std 1 (population variance
     plus ``eps``²); differentiable, so a gradient through it sees only changes of shape, not of scale."""
-    centred = t - t.mean(dim=0, keepdim=True)
-    # eps inside the root: a constant column (a dead unit) gives 0 with a finite gradient
-    return centred * torch.rsqrt((centred * centred).mean(dim=0, keepdim=True) + eps**2)
+    # batch_norm without affine parameters or running statistics is exactly this, in one fused
+    # kernel each way; eps² inside the root: a constant column (a dead unit) gives 0 with a finite
+    # gradient
+    return F.batch_norm(t, None, None, training=True, momentum=0.0, eps=eps**2)
 
 
 class Standardized(nn.Module):
@@ -629,6 +632,28 @@ class SumCritic(nn.Module):
 
     def _score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
         return sum(c.score_matrix(x, z) for c in self.parts)
+
+
+class _PermuteRows(torch.autograd.Function):
+    """t[index] for a permutation ``index``, whose backward is the inverse gather grad[inverse]
+    (plain indexing scatters with accumulation, which costs several times more)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        return t.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        inverse = torch.empty_like(index)
+        inverse[index] = torch.arange(index.numel(), device=index.device)
+        return grad.index_select(0, inverse), None
+
+
+def permute_rows(t: Tensor, index: Tensor) -> Tensor:
+    """``t[index]`` along dim 0 for a permutation ``index`` of its rows (differentiable)."""
+    return _PermuteRows.apply(t, index)
 
 
 def _cyclic_derangement(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:

@@ -195,29 +195,29 @@ class MIEstimator(nn.Module):
         """The bound ``name`` (see :data:`mine_reg.bounds.BOUNDS`; SMILE with this ``tau``), nats."""
         return self._bounds[name](joint, marginal)
 
-    def corrected_dv(
-        self, joint: Tensor, marginal: Tensor, update_ema: bool = True, log_partition: Tensor | None = None
-    ) -> Tensor:
-        """DV value whose gradient is E_P[dT] - E_Q[dT · exp T] / EMA(E_Q[exp T]).
+    def corrected_dv(self, joint: Tensor, marginal: Tensor, update_ema: bool = True) -> tuple[Tensor, Tensor]:
+        """DV value whose gradient is E_P[dT] - E_Q[dT · exp T] / EMA(E_Q[exp T]), and this batch's
+        log E_Q[exp T] (detached, nats).
 
         Updates the EMA with this batch first (only when gradients are on), so the exponent
         T - log EMA stays below log(numel / rate) and cannot overflow. With ``update_ema=False``
-        the stored EMA is used as it is (it is still initialised on the very first batch).
-        ``log_partition``: this batch's log E_Q[exp T], when the caller has computed it already.
+        the stored EMA is used as it is (it is still initialised on the very first batch). The
+        log-partition is computed once, in float64, for the value, the EMA and the read-out.
         """
-        value = bounds.dv(joint, marginal)
+        joint, marginal = bounds.check_scores(joint, marginal)
+        with torch.no_grad():
+            shift, rest = bounds.log_partition_parts(marginal)
+            log_partition = (shift + rest).to(marginal.dtype)
+        value = bounds.dv_value(joint, shift, rest)
         if not torch.is_grad_enabled():
-            return value
-        joint, marginal = bounds.upcast(joint), bounds.upcast(marginal)
+            return value, log_partition
         if update_ema or int(self.ema.steps) == 0:
-            if log_partition is None:
-                log_partition = bounds.log_mean_exp(marginal)
             log_ema = self.ema.update(log_partition)
         else:
             log_ema = self.ema.log_ema.clone()
         log_ema = log_ema.to(marginal.dtype)
         surrogate = joint.mean() - torch.exp(marginal - log_ema).mean()
-        return value.detach() + surrogate - surrogate.detach()
+        return value + (surrogate - surrogate.detach()), log_partition
 
     def forward(
         self,
@@ -234,10 +234,10 @@ class MIEstimator(nn.Module):
         """Objective and read-out from already computed scores (``update_ema``: fold this batch
         into MINE's moving average)."""
         spec = self.spec
-        log_partition = bounds.log_mean_exp(marginal.detach())
         if spec.moving_average:
-            objective = self.corrected_dv(joint, marginal, update_ema, log_partition)
+            objective, log_partition = self.corrected_dv(joint, marginal, update_ema)
         else:
+            log_partition = bounds.log_mean_exp(marginal.detach())
             objective = self.bound(spec.objective, joint, marginal)
         if spec.gradient is not None:
             # e.g. SMILE: the clipped DV value with the JS objective's gradient (Song and Ermon 2020),

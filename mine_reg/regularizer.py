@@ -288,7 +288,11 @@ class MIRegularizer(nn.Module):
         # One backward pass serves both sides: the critic's parameters descend its loss, and the
         # gradient reaching x and z, -d(model), is rescaled to factor·d(model) for the model.
         scale = [-factor]
-        terms = self._score(_GradScale.apply(xs, scale), _map(lambda t: _GradScale.apply(t, scale), zs))
+
+        def scaled(t: Tensor) -> Tensor:  # nothing to rescale where no gradient flows back
+            return _GradScale.apply(t, scale) if t.requires_grad else t
+
+        terms = self._score(scaled(xs), _map(scaled, zs))
         if self.adaptive_clip:
             scale[0] = -factor * _clip_scale(self.model[0], task_loss, terms.critic)
         return self.sign * self._last_beta * terms.mi + (terms.critic - terms.critic.detach())

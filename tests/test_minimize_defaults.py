@@ -6,7 +6,14 @@ from torch import nn
 
 from mine_reg import MIRegularizer
 from mine_reg.club import CLUB
-from mine_reg.critics import ConcatCritic, SeparableCritic, Standardized, score_pairs, standardize_rows
+from mine_reg.critics import (
+    ConcatCritic,
+    SeparableCritic,
+    Standardized,
+    permute_rows,
+    score_pairs,
+    standardize_rows,
+)
 from mine_reg.estimator import MIEstimator
 from mine_reg.protocol import BuildOptions
 
@@ -46,6 +53,37 @@ def test_standardize_rows_gives_zero_mean_unit_std_and_keeps_constant_columns_fi
     leaf = t.clone().requires_grad_()
     standardize_rows(leaf).pow(2).sum().backward()  # a constant column must not give NaN gradients
     assert torch.isfinite(leaf.grad).all()
+
+
+def test_standardize_rows_matches_the_textbook_formula_and_its_gradient():
+    """The fused batch_norm form against (t - mean) / sqrt(population var + eps²), value and
+    gradient, in float64."""
+    gen = torch.Generator().manual_seed(3)
+    t = (torch.randn(40, 5, generator=gen, dtype=torch.float64) * 3 + 1).requires_grad_()
+    weights = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    eps = 1e-6
+
+    def textbook(a):
+        centred = a - a.mean(0, keepdim=True)
+        return centred / torch.sqrt(centred.pow(2).mean(0, keepdim=True) + eps**2)
+
+    fused, reference = standardize_rows(t, eps), textbook(t)
+    torch.testing.assert_close(fused, reference, rtol=1e-12, atol=1e-12)
+    (g_fused,) = torch.autograd.grad((fused * weights).sum(), t)
+    (g_reference,) = torch.autograd.grad((reference * weights).sum(), t)
+    torch.testing.assert_close(g_fused, g_reference, rtol=1e-10, atol=1e-12)
+
+
+def test_permute_rows_matches_plain_indexing_in_value_and_gradient():
+    gen = torch.Generator().manual_seed(4)
+    t = torch.randn(9, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    index = torch.randperm(9, generator=gen)
+    weights = torch.randn(9, 3, generator=gen, dtype=torch.float64)
+    assert torch.equal(permute_rows(t, index), t[index])
+    (g_fast,) = torch.autograd.grad((permute_rows(t, index) * weights).sum(), t)
+    (g_plain,) = torch.autograd.grad((t[index] * weights).sum(), t)
+    assert torch.equal(g_fast, g_plain)
+    assert torch.autograd.gradcheck(lambda a: permute_rows(a, index), (t,))
 
 
 @pytest.mark.parametrize("inner, marginals", [(ConcatCritic, "shuffle"), (SeparableCritic, "all")])

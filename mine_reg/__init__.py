@@ -11,11 +11,13 @@ from .critics import (
     RadialCritic,
     SeparableCritic,
     SumCritic,
+    UnitCritic,
     score_pairs,
 )
 from .estimate import EstimateOptions, EstimateWarning, MIResult, estimate_mi
 from .estimator import ESTIMATORS, REGISTRY, EMALogPartition, MIEstimator, MIOutput
 from .monitor import MIMonitor
+from .per_unit import PerUnitMINE
 from .protocol import Terms
 from .regularizer import MIRegularizer
 
@@ -36,6 +38,8 @@ __all__ = [
     "BoundedCritic",
     "InputNoise",
     "RadialCritic",
+    "UnitCritic",
+    "PerUnitMINE",
     "score_pairs",
     "MIEstimator",
     "MIOutput",

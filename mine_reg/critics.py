@@ -24,6 +24,7 @@ from torch import Tensor, nn
 __all__ = [
     "mlp",
     "standardize_rows",
+    "UnitCritic",
     "Standardized",
     "ConcatCritic",
     "SeparableCritic",
@@ -548,6 +549,37 @@ class BoundedCritic(nn.Module):
 
     def _score_matrix(self, x: Tensor, z: Tensor) -> Tensor:
         return self.bound * torch.tanh(self.critic.score_matrix(x, z) / self.bound)
+
+
+class UnitCritic(nn.Module):
+    """One critic per unit of z: T_k(x, z_k) = a_k(x) · phi(z_k), scoring every (x_i, z_jk) pair.
+
+    ``phi`` is fixed: z_k, -z_k²/2 (with those two, T_k can be any Gaussian log-density ratio in
+    z_k) and ``bumps`` Gaussian bumps of width 1 centred evenly on [-2.5, 2.5], a range meant for
+    batch-standardized z. ``a`` is one MLP x -> [K, len(phi)]; its last layer starts at zero.
+    ``unit_scores(x, z)`` -> [K, B, B] with entry [k, i, j] = T_k(x_i, z_jk) (joint pairs on the
+    diagonal), one einsum for all units and pairs.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (128, 128), bumps: int = 8) -> None:
+        super().__init__()
+        self.z_dim, self.features = z_dim, 2 + bumps
+        self.coefficients = mlp(x_dim, hidden, z_dim * self.features, zero_last=True)
+        self.register_buffer("centres", torch.linspace(-2.5, 2.5, bumps) if bumps else torch.zeros(0))
+
+    def phi(self, z: Tensor) -> Tensor:
+        """[B, K] -> [B, K, F] features of each unit's value."""
+        bumps = torch.exp(-0.5 * (rearrange(z, "b k -> b k 1") - self.centres.to(z.dtype)) ** 2)
+        return torch.cat([torch.stack([z, -0.5 * z * z], dim=-1), bumps], dim=-1)
+
+    def unit_scores(self, x: Tensor, z: Tensor) -> Tensor:
+        a = rearrange(self.coefficients(x), "b (k f) -> b k f", k=self.z_dim)
+        return torch.einsum("ikf,jkf->kij", a, self.phi(z))
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        """Joint scores summed over units, [B] (the per-unit estimator reads ``unit_scores``)."""
+        a = rearrange(self.coefficients(x), "b (k f) -> b k f", k=self.z_dim)
+        return torch.einsum("bkf,bkf->b", a, self.phi(z))
 
 
 def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:

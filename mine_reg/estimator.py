@@ -21,6 +21,7 @@ from . import bounds, sync
 from .club import CLUB
 from .critics import Marginals, score_pairs
 from .exact import ExactConditional
+from .per_unit import PerUnitMINE
 from .protocol import BuildOptions, Terms, call_frozen
 
 __all__ = ["REGISTRY", "ESTIMATORS", "EstimatorSpec", "lookup", "MIEstimator", "MIOutput", "EMALogPartition"]
@@ -36,7 +37,7 @@ class EstimatorSpec(NamedTuple):
         :class:`mine_reg.exact.ExactConditional`, which takes z as the encoder's (mean, std)).
     gradient: train with this bound's gradient while reporting the objective's value (SMILE).
     moving_average: the DV objective with MINE's moving-average gradient correction.
-    upper_bound: an upper bound on MI, so it may be minimized only.
+    upper_bound: an upper bound on MI (or an estimate of one), so it may be minimized only.
     gathers, clips: works with ``gather_marginals`` / ``adaptive_clip`` in :class:`MIRegularizer`.
     """
 
@@ -275,6 +276,9 @@ REGISTRY: dict[str, EstimatorSpec] = {
     "jsd": EstimatorSpec("jsd", "dv", MIEstimator),
     "club": EstimatorSpec("log_likelihood", "club", CLUB, upper_bound=True, gathers=False, clips=False),
     "l1out": EstimatorSpec("l1out", "l1out", ExactConditional, upper_bound=True, gathers=False, clips=False),
+    "mine-per-unit": EstimatorSpec(
+        "dv", "dv", PerUnitMINE, moving_average=True, upper_bound=True, gathers=False, clips=True
+    ),
     "club-exact": EstimatorSpec(
         "club-exact", "club-exact", ExactConditional, upper_bound=True, gathers=False, clips=False
     ),

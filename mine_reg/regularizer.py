@@ -131,6 +131,9 @@ class MIRegularizer(nn.Module):
             ``task_loss=`` when calling.
         gather_marginals: under torch.distributed, score pairs over the global batch (other
             ranks' samples, detached, join the local ones).
+        extra_critic_steps: before each call scores its term, the critic takes this many ascent
+            steps on the detached batch (a critic that leads the model); 0: only the step inside
+            the backward pass. Each costs one more critic forward and backward.
         seed: seeds the critic's initialisation and the marginal shuffles.
 
     Bad arguments raise ValueError here, not at the first call.
@@ -156,10 +159,16 @@ class MIRegularizer(nn.Module):
         warmup_steps: int = 0,
         adaptive_clip: bool = False,
         gather_marginals: bool = False,
+        extra_critic_steps: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
         _check_settings(mode, beta, lr, warmup_steps, seed)
+        if not (isinstance(extra_critic_steps, int) and not isinstance(extra_critic_steps, bool)) or (
+            extra_critic_steps < 0
+        ):
+            raise ValueError(f"extra_critic_steps must be an integer >= 0, got {extra_critic_steps!r}")
+        self.extra_critic_steps = extra_critic_steps
         if estimator is None:
             estimator = DEFAULT_ESTIMATOR[mode]
         self.spec = lookup(estimator)
@@ -284,6 +293,7 @@ class MIRegularizer(nn.Module):
         if self.adaptive_clip and task_loss is None:
             raise ValueError("adaptive_clip=True needs the task loss: reg(task_loss=loss)")
         xs, zs = self._prepare(x, z)
+        self._lead(xs, zs)
         factor = self._factor()
         # One backward pass serves both sides: the critic's parameters descend its loss, and the
         # gradient reaching x and z, -d(model), is rescaled to factor·d(model) for the model.
@@ -296,6 +306,16 @@ class MIRegularizer(nn.Module):
         if self.adaptive_clip:
             scale[0] = -factor * _clip_scale(self.model[0], task_loss, terms.critic)
         return self.sign * self._last_beta * terms.mi + (terms.critic - terms.critic.detach())
+
+    def _lead(self, xs: Tensor, zs: Any) -> None:
+        """``extra_critic_steps`` critic ascent steps on the detached batch."""
+        if self.critic_optimizer is None:
+            return
+        detached = (xs.detach(), _map(Tensor.detach, zs))
+        for _ in range(self.extra_critic_steps):
+            with torch.enable_grad():
+                self._score(*detached).critic.backward()
+            self.critic_optimizer.flush()
 
     def loss(self, x: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """The model term alone, sign·beta·I with the critic held fixed (no critic update).

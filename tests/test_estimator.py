@@ -253,14 +253,14 @@ def test_estimator_rejects_unknown_names():
 # ---------------------------------------------------------------------- registry, protocol
 def test_registry_declares_every_estimator_and_its_properties():
     lower = {"mine", "mine-biased", "mine-f", "nwj", "infonce", "smile", "jsd"}
-    upper = {"club", "l1out", "club-exact"}
+    upper = {"club", "l1out", "club-exact", "mine-per-unit"}
     assert set(REGISTRY) == lower | upper
     # ESTIMATORS: the MIEstimator family, read-out bound at index 1 (what estimate_mi reads)
     assert set(ESTIMATORS) == lower
     for name, spec in ESTIMATORS.items():
         assert spec[1] == spec.readout and {spec.objective, spec.readout} <= set(bounds.BOUNDS), name
         assert spec.gradient is None or spec.gradient in bounds.BOUNDS
-    assert [n for n, s in REGISTRY.items() if s.moving_average] == ["mine"]
+    assert [n for n, s in REGISTRY.items() if s.moving_average] == ["mine", "mine-per-unit"]
     assert {n for n, s in REGISTRY.items() if s.upper_bound} == upper
     assert REGISTRY["club"].family is CLUB
     assert REGISTRY["l1out"].family is REGISTRY["club-exact"].family is ExactConditional

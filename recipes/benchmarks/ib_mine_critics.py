@@ -21,6 +21,11 @@ Arms:
   exact conditional's log density and cannot be escaped by moving z away from trained regions;
 - ``kernel_infonce``: the same critic in the InfoNCE bound (each row normalized on its own);
 - ``kernel_raw``: the kernel critic on raw x and z;
+- ``per_unit``: ``estimator="mine-per-unit"``, one DV bound per unit of z (a
+  :class:`mine_reg.critics.UnitCritic`, all B² - B marginal pairs), summed: an estimate of
+  sum_k I(X; Z_k), an upper bound on I(X; Z) for this encoder's independent noise per unit;
+- ``per_unit_lead2``: the same with ``extra_critic_steps=2`` (two critic steps on the detached
+  batch before each model step);
 - ``std_noise_1``, ``std_noise_2``, ``std_noise_3``: the concat critic on batch-standardized x
   and z, reading z + N(0, s²) at s = 1, 2, 3 (a noisier channel, which a batch can estimate).
 """
@@ -118,6 +123,8 @@ ARMS: dict[str, tuple[list[str], dict]] = {
     "kernel": ([], {"critic": GaussianKernel, "marginals": "all"}),
     "kernel_infonce": (["--estimator", "infonce"], {"critic": GaussianKernel}),
     "kernel_raw": ([], {"standardize": False, "critic": GaussianKernel, "marginals": "all"}),
+    "per_unit": (["--estimator", "mine-per-unit"], {}),
+    "per_unit_lead2": (["--estimator", "mine-per-unit"], {"extra_critic_steps": 2}),
     "std_noise_1": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 1.0)}),
     "std_noise_2": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 2.0)}),
     "std_noise_3": ([], {"standardize": False, "critic": lambda x, z: StandardizedZNoise(x, z, 3.0)}),

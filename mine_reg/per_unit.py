@@ -16,7 +16,7 @@ nats. For minimizing only: the sum of lower bounds on the terms of an upper boun
 neither, and raising it can add redundancy between units instead of information.
 
     reg = MIRegularizer(model, x="input", z="z", mode="minimize", estimator="mine-per-unit",
-                        critic_steps=3)
+                        extra_critic_steps=2)
 """
 
 from __future__ import annotations

@@ -309,7 +309,7 @@ class MIRegularizer(nn.Module):
 
     def _lead(self, xs: Tensor, zs: Any) -> None:
         """``extra_critic_steps`` critic ascent steps on the detached batch."""
-        if self.critic_optimizer is None:
+        if self.critic_optimizer is None or not self.extra_critic_steps:
             return
         detached = (xs.detach(), _map(Tensor.detach, zs))
         for _ in range(self.extra_critic_steps):

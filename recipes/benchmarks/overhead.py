@@ -23,6 +23,7 @@ Usage, from the repository root:
     python recipes/benchmarks/overhead.py                       # CPU, defaults
     python recipes/benchmarks/overhead.py --device cuda --steps 500
     python recipes/benchmarks/overhead.py --threads 1 --steps 60 --warmup 10
+    python recipes/benchmarks/overhead.py --steps 20 --count-ops   # aten operators per step too
 """
 
 from __future__ import annotations
@@ -145,6 +146,21 @@ def run(args: argparse.Namespace) -> list[Variant]:
     return variants
 
 
+def count_operators(variants: list[Variant], steps: int = 5) -> list[list[str]]:
+    """Rows [variant, aten operators per step]: every operator dispatched (nested ones included)
+    over ``steps`` steps under ``torch.profiler``, divided by ``steps``. Run after the warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for v in variants:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for i in range(steps):
+                v.step(i)
+        calls = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+        rows.append([v.name, f"{calls / steps:.0f}"])
+    return rows
+
+
 def quartiles(times: list[float]) -> tuple[float, float, float]:
     if len(times) < 2:
         return times[0], times[0], times[0]
@@ -202,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--runs", type=int, default=1, help="whole measurements, each on fresh models (default 1)"
     )
+    parser.add_argument(
+        "--count-ops", action="store_true", help="also print aten operators per step (torch.profiler)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.block < 1 or args.runs < 1:
         parser.error("--steps, --block and --runs must be >= 1, --warmup >= 0")
@@ -211,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.runs > 1:
             print(f"\nrun {r + 1} of {args.runs}")
         print(report(variants, args))
+        if args.count_ops and r == 0:
+            print("\n" + markdown_table(["variant", "aten operators per step"], count_operators(variants)))
         ratios.append(statistics.median(variants[1].times) / statistics.median(variants[0].times))
     if args.runs > 1:
         median = statistics.median(ratios)

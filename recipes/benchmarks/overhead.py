@@ -24,6 +24,7 @@ Usage, from the repository root:
     python recipes/benchmarks/overhead.py --device cuda --steps 500
     python recipes/benchmarks/overhead.py --threads 1 --steps 60 --warmup 10
     python recipes/benchmarks/overhead.py --steps 20 --count-ops   # aten operators per step too
+    python recipes/benchmarks/overhead.py --phases                 # and each phase's median time
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Variant:
     times: list[float] = field(default_factory=list)
     step: Callable[[int], None] | None = None
     reg: MIRegularizer | None = None
+    phased_step: Callable[[int], dict[str, float]] | None = None
 
 
 def build_step(variant: Variant, device: torch.device, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]):
@@ -99,7 +101,24 @@ def build_step(variant: Variant, device: torch.device, batches: Sequence[tuple[t
         loss.backward()
         optimizer.step()
 
+    def phased_step(i: int) -> dict[str, float]:
+        """The same step, timed phase by phase (CPU clocks; on CUDA the phases overlap)."""
+        x, y = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        t1 = time.perf_counter()
+        if reg is not None:
+            loss = loss + reg()
+        t2 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        optimizer.step()
+        t4 = time.perf_counter()
+        return {"forward": t1 - t0, "reg()": t2 - t1, "backward": t3 - t2, "optimizer step": t4 - t3}
+
     variant.step = step
+    variant.phased_step = phased_step
 
 
 def timed(step: Callable[[int], None], i: int, device: torch.device) -> float:
@@ -159,6 +178,22 @@ def count_operators(variants: list[Variant], steps: int = 5) -> list[list[str]]:
         calls = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
         rows.append([v.name, f"{calls / steps:.0f}"])
     return rows
+
+
+def phase_table(variants: list[Variant], steps: int, block: int) -> str:
+    """Median milliseconds of each phase of a step (forward, ``reg()``, backward with the critic's
+    step, the model's optimizer step) for every variant, blocks interleaved as in the main run."""
+    phases: dict[str, dict[str, list[float]]] = {v.name: {} for v in variants}
+    done = 0
+    while done < steps:
+        for v in variants:
+            for i in range(done, done + block):
+                for phase, seconds in v.phased_step(i).items():
+                    phases[v.name].setdefault(phase, []).append(seconds)
+        done += block
+    names = list(phases[variants[0].name])
+    rows = [[v.name] + [f"{statistics.median(phases[v.name][p]) * 1e3:.2f}" for p in names] for v in variants]
+    return markdown_table(["variant"] + [f"{p} (ms)" for p in names], rows, align="l" + "r" * len(names))
 
 
 def quartiles(times: list[float]) -> tuple[float, float, float]:
@@ -221,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--count-ops", action="store_true", help="also print aten operators per step (torch.profiler)"
     )
+    parser.add_argument(
+        "--phases", action="store_true", help="also print each phase of a step, timed on its own"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.block < 1 or args.runs < 1:
         parser.error("--steps, --block and --runs must be >= 1, --warmup >= 0")
@@ -232,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(report(variants, args))
         if args.count_ops and r == 0:
             print("\n" + markdown_table(["variant", "aten operators per step"], count_operators(variants)))
+        if args.phases and r == 0:
+            print("\n" + phase_table(variants, args.steps, args.block))
         ratios.append(statistics.median(variants[1].times) / statistics.median(variants[0].times))
     if args.runs > 1:
         median = statistics.median(ratios)

@@ -155,16 +155,18 @@ def dv(joint: Tensor, marginal: Tensor) -> Tensor:
     return _saturate(_mean(joint.double()) - shift - rest, joint.dtype)
 
 
-def dv_value(joint: Tensor, shift: Tensor, rest: Tensor) -> Tensor:
-    """:func:`dv`'s value without its gradient, from checked joint scores and the parts of
-    :func:`log_partition_parts` of the marginal scores, so a caller that needs the log-partition
-    too computes it once. Finite values beyond the joint dtype's range saturate there."""
+def dv_value(joint: Tensor, log_partition: Tensor) -> Tensor:
+    """:func:`dv`'s value without its gradient, from checked joint scores and the float64
+    log-partition of :func:`log_partition_parts`, so a caller that needs the log-partition too
+    computes it once. Finite values beyond the joint dtype's range saturate there."""
     with torch.no_grad():
         # a float64 sum of float32 scores cannot overflow; float64 scores take the scaled sum
-        mean = _mean(joint) if joint.dtype == torch.float64 else joint.double().mean()
-        value = mean - shift - rest
+        if joint.dtype == torch.float64:
+            return _mean(joint) - log_partition
         top = torch.finfo(joint.dtype).max
-        return torch.where(torch.isfinite(value), value.clamp(-top, top), value).to(joint.dtype)
+        value = joint.double().mean() - log_partition
+        # infinities (and NaN) pass through; finite values beyond the dtype's range saturate
+        return torch.where(value.abs() == math.inf, value, value.clamp(-top, top)).to(joint.dtype)
 
 
 def check_scores(joint: Tensor, marginal: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,10 +175,11 @@ def check_scores(joint: Tensor, marginal: Tensor) -> tuple[Tensor, Tensor]:
     return _check(joint, marginal)
 
 
-def log_partition_parts(scores: Tensor) -> tuple[Tensor, Tensor]:
-    """``(shift, rest)``, float64 scalars with log(mean(exp(scores))) = shift + rest (nats), the
-    maximum kept apart from the rest for a bound to subtract in float64."""
-    return _log_partition(scores)
+def log_partition_parts(scores: Tensor) -> Tensor:
+    """log(mean(exp(scores))) over all elements as a float64 scalar (nats, no gradient): one
+    float64 ``logsumexp``, exact for any scores of a narrower dtype."""
+    with torch.no_grad():
+        return torch.logsumexp(scores.detach().reshape(-1).double(), 0) - math.log(scores.numel())
 
 
 def nwj(joint: Tensor, marginal: Tensor) -> Tensor:

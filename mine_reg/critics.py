@@ -691,9 +691,7 @@ def permute_rows(t: Tensor, index: Tensor) -> Tensor:
 def _cyclic_derangement(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """A random permutation with no fixed points: follow a random cycle through all n items."""
     order = torch.randperm(n, device="cpu", generator=generator).to(device)
-    index = torch.empty_like(order)
-    index[order] = order.roll(-1)
-    return index
+    return torch.empty_like(order).scatter_(0, order, order.roll(-1))  # index[order] = next in cycle
 
 
 def _off_diagonal(m: Tensor) -> Tensor:

@@ -206,14 +206,13 @@ class MIEstimator(nn.Module):
         log-partition is computed once, in float64, for the value, the EMA and the read-out.
         """
         joint, marginal = bounds.check_scores(joint, marginal)
-        with torch.no_grad():
-            shift, rest = bounds.log_partition_parts(marginal)
-            log_partition = (shift + rest).to(marginal.dtype)
-        value = bounds.dv_value(joint, shift, rest)
+        log_partition64 = bounds.log_partition_parts(marginal)
+        log_partition = log_partition64.to(marginal.dtype)
+        value = bounds.dv_value(joint, log_partition64)
         if not torch.is_grad_enabled():
             return value, log_partition
         if update_ema or int(self.ema.steps) == 0:
-            log_ema = self.ema.update(log_partition)
+            log_ema = self.ema.update(log_partition64)
         else:
             log_ema = self.ema.log_ema.clone()
         log_ema = log_ema.to(marginal.dtype)

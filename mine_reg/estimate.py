@@ -814,7 +814,7 @@ def _critic_result(prepared: Prepared, opts: EstimateOptions, start: float) -> M
         # the zero critic reads exactly 0 on any data: a critic that does worse on held-out pairs
         # has fitted noise, and 0 is the better estimate of a quantity that is never negative
         notes.append(
-            f"the held-out read-out was {mi:.3f} nats, below the zero critic's 0: the fitted critic "
+            f"the held-out read-out was {mi:.3g} nats, below the zero critic's 0: the fitted critic "
             "does not generalise (no dependence found, or too few samples for the dimension); 0 is reported"
         )
         mi = 0.0

@@ -157,7 +157,7 @@ def dv(joint: Tensor, marginal: Tensor) -> Tensor:
 
 def dv_value(joint: Tensor, log_partition: Tensor) -> Tensor:
     """:func:`dv`'s value without its gradient, from checked joint scores and the float64
-    log-partition of :func:`log_partition_parts`, so a caller that needs the log-partition too
+    log-partition of :func:`log_mean_exp_float64`, so a caller that needs the log-partition too
     computes it once. Finite values beyond the joint dtype's range saturate there."""
     with torch.no_grad():
         # a float64 sum of float32 scores cannot overflow; float64 scores take the scaled sum
@@ -175,7 +175,7 @@ def check_scores(joint: Tensor, marginal: Tensor) -> tuple[Tensor, Tensor]:
     return _check(joint, marginal)
 
 
-def log_partition_parts(scores: Tensor) -> Tensor:
+def log_mean_exp_float64(scores: Tensor) -> Tensor:
     """log(mean(exp(scores))) over all elements as a float64 scalar (nats, no gradient): one
     float64 ``logsumexp``, exact for any scores of a narrower dtype."""
     with torch.no_grad():

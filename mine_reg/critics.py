@@ -572,14 +572,16 @@ class UnitCritic(nn.Module):
         bumps = torch.exp(-0.5 * (rearrange(z, "b k -> b k 1") - self.centres.to(z.dtype)) ** 2)
         return torch.cat([torch.stack([z, -0.5 * z * z], dim=-1), bumps], dim=-1)
 
+    def a(self, x: Tensor) -> Tensor:
+        """[B, dx] -> [B, K, F] coefficients of each unit's features."""
+        return rearrange(self.coefficients(x), "b (k f) -> b k f", k=self.z_dim)
+
     def unit_scores(self, x: Tensor, z: Tensor) -> Tensor:
-        a = rearrange(self.coefficients(x), "b (k f) -> b k f", k=self.z_dim)
-        return torch.einsum("ikf,jkf->kij", a, self.phi(z))
+        return torch.einsum("ikf,jkf->kij", self.a(x), self.phi(z))
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
         """Joint scores summed over units, [B] (the per-unit estimator reads ``unit_scores``)."""
-        a = rearrange(self.coefficients(x), "b (k f) -> b k f", k=self.z_dim)
-        return torch.einsum("bkf,bkf->b", a, self.phi(z))
+        return torch.einsum("bkf,bkf->b", self.a(x), self.phi(z))
 
 
 def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:

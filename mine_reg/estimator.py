@@ -9,7 +9,6 @@ read-out in nats.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -17,10 +16,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import bounds, sync
+from . import bounds
 from .club import CLUB
 from .critics import Marginals, score_pairs
 from .exact import ExactConditional
+from .moving_average import EMALogPartition
 from .per_unit import PerUnitMINE
 from .protocol import BuildOptions, Terms, call_frozen
 
@@ -76,41 +76,6 @@ def lookup(name: str, family: type[nn.Module] | None = None) -> EstimatorSpec:
         names = sorted(n for n, s in REGISTRY.items() if family is None or s.family is family)
         raise ValueError(f"unknown estimator {name!r}; choose from {names}")
     return spec
-
-
-class EMALogPartition(nn.Module):
-    """Exponential moving average of E_Q[exp T], kept in log space (MINE, Algorithm 1).
-
-    ``update(batch_log_mean_exp)`` folds one batch in: ema <- (1 - rate)·ema + rate·batch (the
-    first batch initialises it). Under torch.distributed (and ``sync=True``) the batch values are
-    first averaged over processes (:func:`mine_reg.sync.log_mean_exp`), so every rank holds the
-    same EMA; ``sync=False`` keeps it local, for estimation that runs on one rank only. Buffers
-    ``log_ema`` and ``steps`` live in ``state_dict``.
-    """
-
-    def __init__(self, rate: float = 0.01, sync: bool = True) -> None:
-        super().__init__()
-        if not 0.0 < rate <= 1.0:
-            raise ValueError(f"ema_rate must lie in (0, 1], got {rate}")
-        self.rate, self.sync = rate, sync
-        self.register_buffer("log_ema", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-
-    @torch.no_grad()
-    def update(self, batch_log_mean_exp: Tensor) -> Tensor:
-        v = batch_log_mean_exp.detach().to(self.log_ema.dtype).reshape(())
-        if self.sync:
-            v = sync.log_mean_exp(v)
-        if self.steps.item() == 0:
-            self.log_ema.copy_(v)
-        else:
-            self.log_ema.copy_(
-                torch.logaddexp(self.log_ema + math.log1p(-self.rate), v + math.log(self.rate))
-                if self.rate < 1.0
-                else v
-            )
-        self.steps += 1
-        return self.log_ema.clone()
 
 
 @dataclass
@@ -206,7 +171,7 @@ class MIEstimator(nn.Module):
         log-partition is computed once, in float64, for the value, the EMA and the read-out.
         """
         joint, marginal = bounds.check_scores(joint, marginal)
-        log_partition64 = bounds.log_partition_parts(marginal)
+        log_partition64 = bounds.log_mean_exp_float64(marginal)
         log_partition = log_partition64.to(marginal.dtype)
         value = bounds.dv_value(joint, log_partition64)
         if not torch.is_grad_enabled():

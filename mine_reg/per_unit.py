@@ -26,8 +26,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from . import sync
 from .critics import UnitCritic, standardize_rows
+from .moving_average import EMALogPartition
 from .protocol import BuildOptions, Terms, call_frozen
 
 __all__ = ["PerUnitMINE"]
@@ -41,7 +41,8 @@ class PerUnitMINE(nn.Module):
         ema_rate: weight of the newest batch in each unit's moving average of E_Q[exp T_k].
         standardize: score batch-standardized x and z (gradient through the statistics).
 
-    Buffers ``log_ema`` [K] (float64) and ``steps`` live in ``state_dict``.
+    ``ema`` (:class:`mine_reg.moving_average.EMALogPartition`, one average per unit) lives in
+    ``state_dict``.
     """
 
     takes_mean_std = False
@@ -52,36 +53,20 @@ class PerUnitMINE(nn.Module):
         super().__init__()
         if not hasattr(critic, "unit_scores"):
             raise ValueError(f"{type(critic).__name__} has no unit_scores(x, z); use UnitCritic")
-        self.critic, self.rate, self.standardize = critic, ema_rate, standardize
-        self.register_buffer("log_ema", torch.zeros(z_dim, dtype=torch.float64))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.critic, self.standardize = critic, standardize
+        self.ema = EMALogPartition(ema_rate, shape=(z_dim,))
 
     @classmethod
     def build(cls, name: str, x_dim: int, z_dim: int, options: BuildOptions) -> PerUnitMINE:
-        if options.critic != "concat" and not callable(options.critic):
-            raise ValueError(f"estimator={name!r} builds its own UnitCritic; pass a module with unit_scores")
-        critic = (
-            UnitCritic(x_dim, z_dim, options.hidden)
-            if isinstance(options.critic, str)
-            else options.critic
-            if isinstance(options.critic, nn.Module)
-            else options.critic(x_dim, z_dim)
-        )
-        return cls(critic, z_dim, options.ema_rate, options.standardize)
-
-    @torch.no_grad()
-    def _update_ema(self, log_partition: Tensor) -> Tensor:
-        v = sync.log_mean_exp(log_partition.double())
-        if int(self.steps) == 0:
-            self.log_ema.copy_(v)
-        elif self.rate < 1.0:
-            self.log_ema.copy_(
-                torch.logaddexp(self.log_ema + math.log1p(-self.rate), v + math.log(self.rate))
-            )
+        if isinstance(options.critic, nn.Module):
+            critic = options.critic
+        elif callable(options.critic):
+            critic = options.critic(x_dim, z_dim)
+        elif options.critic == "concat":  # the default: this estimator's own critic
+            critic = UnitCritic(x_dim, z_dim, options.hidden)
         else:
-            self.log_ema.copy_(v)
-        self.steps += 1
-        return self.log_ema.clone()
+            raise ValueError(f"estimator={name!r} builds its own UnitCritic; pass a module with unit_scores")
+        return cls(critic, z_dim, options.ema_rate, options.standardize)
 
     def forward(self, x: Tensor, z: Tensor, update_ema: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
         """(objective, parts): the objective's value is the sum over units of their DV bounds and
@@ -97,10 +82,10 @@ class PerUnitMINE(nn.Module):
         with torch.no_grad():
             log_partition = torch.logsumexp(marginal.double(), dim=1) - math.log(marginal.shape[1])
             per_unit = joint.double().mean(dim=1) - log_partition
-        if torch.is_grad_enabled() and (update_ema or int(self.steps) == 0):
-            log_ema = self._update_ema(log_partition)
+        if torch.is_grad_enabled() and (update_ema or int(self.ema.steps) == 0):
+            log_ema = self.ema.update(log_partition)
         else:
-            log_ema = self.log_ema.clone()
+            log_ema = self.ema.log_ema.clone()
         log_ema = log_ema.to(scores.dtype)
         surrogate = joint.mean(dim=1) - torch.exp(marginal - log_ema[:, None]).mean(dim=1)
         objective = per_unit.sum().to(scores.dtype) + (surrogate - surrogate.detach()).sum()

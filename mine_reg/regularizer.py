@@ -51,13 +51,18 @@ def _map(fn: Any, z: Any) -> Any:
     return tuple(fn(t) for t in z) if isinstance(z, tuple) else fn(z)
 
 
-def _check_settings(mode: str, beta: float, lr: float, warmup_steps: int, seed: int) -> None:
+def _check_settings(
+    mode: str, beta: float, lr: float, warmup_steps: int, seed: int, extra_critic_steps: int
+) -> None:
     """ValueError naming the first of MIRegularizer's plain settings that is out of range."""
     if mode not in ("minimize", "maximize"):
         raise ValueError(f"mode must be 'minimize' or 'maximize', got {mode!r}")
 
     def finite(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
 
     for name, value, ok, wanted in [
         ("beta", beta, finite(beta) and beta >= 0, "a finite number >= 0"),
@@ -68,7 +73,13 @@ def _check_settings(mode: str, beta: float, lr: float, warmup_steps: int, seed: 
             finite(warmup_steps) and 0 <= warmup_steps == int(warmup_steps),
             "an integer >= 0",
         ),
-        ("seed", seed, isinstance(seed, int) and not isinstance(seed, bool), "an integer"),
+        ("seed", seed, integer(seed), "an integer"),
+        (
+            "extra_critic_steps",
+            extra_critic_steps,
+            integer(extra_critic_steps) and extra_critic_steps >= 0,
+            "an integer >= 0",
+        ),
     ]:
         if not ok:
             raise ValueError(f"{name} must be {wanted}, got {value!r}")
@@ -163,11 +174,7 @@ class MIRegularizer(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        _check_settings(mode, beta, lr, warmup_steps, seed)
-        if not (isinstance(extra_critic_steps, int) and not isinstance(extra_critic_steps, bool)) or (
-            extra_critic_steps < 0
-        ):
-            raise ValueError(f"extra_critic_steps must be an integer >= 0, got {extra_critic_steps!r}")
+        _check_settings(mode, beta, lr, warmup_steps, seed, extra_critic_steps)
         self.extra_critic_steps = extra_critic_steps
         if estimator is None:
             estimator = DEFAULT_ESTIMATOR[mode]
@@ -293,7 +300,7 @@ class MIRegularizer(nn.Module):
         if self.adaptive_clip and task_loss is None:
             raise ValueError("adaptive_clip=True needs the task loss: reg(task_loss=loss)")
         xs, zs = self._prepare(x, z)
-        self._lead(xs, zs)
+        self._lead()
         factor = self._factor()
         # One backward pass serves both sides: the critic's parameters descend its loss, and the
         # gradient reaching x and z, -d(model), is rescaled to factor·d(model) for the model.
@@ -307,14 +314,13 @@ class MIRegularizer(nn.Module):
             scale[0] = -factor * _clip_scale(self.model[0], task_loss, terms.critic)
         return self.sign * self._last_beta * terms.mi + (terms.critic - terms.critic.detach())
 
-    def _lead(self, xs: Tensor, zs: Any) -> None:
-        """``extra_critic_steps`` critic ascent steps on the detached batch."""
+    def _lead(self) -> None:
+        """``extra_critic_steps`` critic ascent steps on the batch just captured (detached)."""
         if self.critic_optimizer is None or not self.extra_critic_steps:
             return
-        detached = (xs.detach(), _map(Tensor.detach, zs))
         for _ in range(self.extra_critic_steps):
             with torch.enable_grad():
-                self._score(*detached).critic.backward()
+                self._score(*self._last_inputs).critic.backward()
             self.critic_optimizer.flush()
 
     def loss(self, x: Tensor | None = None, z: Tensor | None = None) -> Tensor:

@@ -66,8 +66,8 @@ def average_gradients(params: Sequence[Tensor]) -> None:
 
 
 def log_mean_exp(value: Tensor) -> Tensor:
-    """log(mean over processes of exp(value)) for a scalar, computed stably; ``value`` alone in one
-    process."""
+    """log(mean over processes of exp(value)), element by element for a tensor of any shape
+    (the same on every process), computed stably; ``value`` alone in one process."""
     world = world_size()
     if world == 1:
         return value

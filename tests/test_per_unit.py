@@ -23,12 +23,18 @@ def _random_critic(x_dim: int, z_dim: int, seed: int) -> UnitCritic:
     return critic
 
 
+def _float64_batch(b: int, dx: int, dz: int, seed: int):
+    """x [b, dx], z [b, dz] drawn with ``seed``, a random critic (seed + 1) and its unstandardized
+    float64 estimator."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, dx, generator=gen, dtype=torch.float64)
+    z = torch.randn(b, dz, generator=gen, dtype=torch.float64)
+    critic = _random_critic(dx, dz, seed=seed + 1)
+    return x, z, critic, PerUnitMINE(critic, z_dim=dz, standardize=False).double()
+
+
 def test_value_is_the_sum_of_per_unit_dv_bounds_by_hand():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(7, 3, generator=gen, dtype=torch.float64)
-    z = torch.randn(7, 2, generator=gen, dtype=torch.float64)
-    critic = _random_critic(3, 2, seed=1)
-    est = PerUnitMINE(critic, z_dim=2, standardize=False).double()
+    x, z, critic, est = _float64_batch(7, 3, 2, seed=0)
     objective, parts = est(x, z)
     a = critic.coefficients(x).detach().view(7, 2, critic.features)
     total = 0.0
@@ -44,11 +50,7 @@ def test_value_is_the_sum_of_per_unit_dv_bounds_by_hand():
 def test_gradient_is_mines_corrected_one_per_unit():
     """d objective / d critic = sum_k (E_P[dT_k] - E_Q[dT_k exp T_k] / EMA_k), the EMA of the first
     batch being that batch's E_Q[exp T_k]."""
-    gen = torch.Generator().manual_seed(2)
-    x = torch.randn(6, 2, generator=gen, dtype=torch.float64)
-    z = torch.randn(6, 3, generator=gen, dtype=torch.float64)
-    critic = _random_critic(2, 3, seed=3)
-    est = PerUnitMINE(critic, z_dim=3, standardize=False).double()
+    x, z, critic, est = _float64_batch(6, 2, 3, seed=2)
     objective, _ = est(x, z)
     params = list(critic.parameters())
     got = torch.autograd.grad(objective, params)

@@ -71,9 +71,8 @@ class Variant:
     critic: str | None  # None: no regularizer
     hidden: tuple[int, ...] = ()
     times: list[float] = field(default_factory=list)
-    step: Callable[[int], None] | None = None
+    step: Callable[[int], dict[str, float]] | None = None
     reg: MIRegularizer | None = None
-    phased_step: Callable[[int], dict[str, float]] | None = None
 
 
 def build_step(variant: Variant, device: torch.device, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]):
@@ -92,17 +91,9 @@ def build_step(variant: Variant, device: torch.device, batches: Sequence[tuple[t
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     reg = variant.reg
 
-    def step(i: int) -> None:
-        x, y = batches[i % len(batches)]
-        loss = F.cross_entropy(model(x), y)
-        if reg is not None:
-            loss = loss + reg()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def phased_step(i: int) -> dict[str, float]:
-        """The same step, timed phase by phase (CPU clocks; on CUDA the phases overlap)."""
+    def step(i: int) -> dict[str, float]:
+        """One training step; returns the seconds of each phase (CPU clocks: on CUDA the phases
+        overlap, and only the whole step, timed by :func:`timed` around a synchronize, counts)."""
         x, y = batches[i % len(batches)]
         t0 = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
@@ -118,10 +109,9 @@ def build_step(variant: Variant, device: torch.device, batches: Sequence[tuple[t
         return {"forward": t1 - t0, "reg()": t2 - t1, "backward": t3 - t2, "optimizer step": t4 - t3}
 
     variant.step = step
-    variant.phased_step = phased_step
 
 
-def timed(step: Callable[[int], None], i: int, device: torch.device) -> float:
+def timed(step: Callable[[int], object], i: int, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -188,7 +178,7 @@ def phase_table(variants: list[Variant], steps: int, block: int) -> str:
     while done < steps:
         for v in variants:
             for i in range(done, done + block):
-                for phase, seconds in v.phased_step(i).items():
+                for phase, seconds in v.step(i).items():
                     phases[v.name].setdefault(phase, []).append(seconds)
         done += block
     names = list(phases[variants[0].name])

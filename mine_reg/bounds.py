@@ -155,31 +155,36 @@ def dv(joint: Tensor, marginal: Tensor) -> Tensor:
     return _saturate(_mean(joint.double()) - shift - rest, joint.dtype)
 
 
-def dv_value(joint: Tensor, log_partition: Tensor) -> Tensor:
-    """:func:`dv`'s value without its gradient, from checked joint scores and the float64
-    log-partition of :func:`log_mean_exp_float64`, so a caller that needs the log-partition too
-    computes it once. Finite values beyond the joint dtype's range saturate there."""
-    with torch.no_grad():
-        # a float64 sum of float32 scores cannot overflow; float64 scores take the scaled sum
-        if joint.dtype == torch.float64:
-            return _mean(joint) - log_partition
-        top = torch.finfo(joint.dtype).max
-        value = joint.double().mean() - log_partition
-        # infinities (and NaN) pass through; finite values beyond the dtype's range saturate
-        return torch.where(value.abs() == math.inf, value, value.clamp(-top, top)).to(joint.dtype)
-
-
 def check_scores(joint: Tensor, marginal: Tensor) -> tuple[Tensor, Tensor]:
     """Joint scores [B] and marginal scores (any shape) upcast to one floating dtype of at least
     32 bits; ValueError for empty or misshapen scores."""
     return _check(joint, marginal)
 
 
-def log_mean_exp_float64(scores: Tensor) -> Tensor:
-    """log(mean(exp(scores))) over all elements as a float64 scalar (nats, no gradient): one
-    float64 ``logsumexp``, exact for any scores of a narrower dtype."""
-    with torch.no_grad():
-        return torch.logsumexp(scores.detach().reshape(-1).double(), 0) - math.log(scores.numel())
+def dv_statistics(joint: Tensor, marginal: Tensor, *extra: Tensor) -> list[float]:
+    """[mean of the joint scores, log(mean(exp(marginal))) over all its elements, *extra] as
+    Python floats (nats), computed in float64 without overflow (joint means of float64 scores by
+    :func:`_mean`'s scaled sum) and read in ONE device-to-host transfer; ``extra`` are more
+    scalar tensors to bring along (e.g. a moving average's state). No gradient."""
+    m = marginal.detach().reshape(-1).double()  # detached throughout: nothing is recorded
+    top = m.max()
+    j = joint.detach()
+    j_mean = _mean(j) if j.dtype == torch.float64 else j.double().mean()
+    parts = [(m - top).exp_().sum(), top, j_mean, *(t.detach().double() for t in extra)]
+    shifted, top_value, j_value, *rest = torch.stack(parts).tolist()
+    # max + log(sum(exp(m - max))); a non-finite maximum (all -inf, any +inf, NaN) is the answer
+    log_partition = (
+        top_value + math.log(shifted) - math.log(m.numel()) if math.isfinite(top_value) else top_value
+    )
+    return [j_value, log_partition, *rest]
+
+
+def saturate(value: float, dtype: torch.dtype) -> float:
+    """A float64 value clamped to ``dtype``'s finite range; infinities and NaN pass through."""
+    if not math.isfinite(value):
+        return value
+    top = torch.finfo(dtype).max
+    return min(max(value, -top), top)
 
 
 def nwj(joint: Tensor, marginal: Tensor) -> Tensor:

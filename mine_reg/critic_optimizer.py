@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adam import adam as adam_update
 
 from . import sync
 
@@ -38,6 +39,7 @@ class CriticOptimizer:
         self.optimizer = _adam(params, lr)
         self.steps = 0
         self._arrived = 0
+        self._adam_state: tuple[list[Tensor], list[Tensor], list[Tensor]] | None = None
         for p in params:
             p.register_post_accumulate_grad_hook(self._arrive)
 
@@ -59,19 +61,47 @@ class CriticOptimizer:
         if not params:
             return
         sync.average_gradients(params)
-        if torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params]))).all():
-            self.optimizer.step()
+        grads = [p.grad for p in params]
+        if torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            self._adam_step(params, grads)
             self.steps += 1
         for p in params:  # zero_grad(set_to_none=True) without the optimizer's wrapper
             p.grad = None
 
+    def _adam_step(self, params: list[nn.Parameter], grads: list[Tensor]) -> None:
+        """``optimizer.step()``, or once Adam's state exists the same fused update called directly
+        through ``torch.optim.adam.adam`` (the call ``step()`` makes), which skips ``step()``'s
+        per-call bookkeeping: the critic steps at every call of the regularizer."""
+        group = self.optimizer.param_groups[0]
+        simple = len(self.optimizer.param_groups) == 1 and group["fused"] and not group["amsgrad"]
+        if len(params) != len(self.params) or not simple:
+            self.optimizer.step()
+            return
+        if self._adam_state is None:
+            states = [self.optimizer.state.get(p) for p in params]
+            if not all(states):  # the first step creates the state
+                self.optimizer.step()
+                return
+            self._adam_state = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
+        exp_avgs, exp_avg_sqs, state_steps = self._adam_state
+        beta1, beta2 = group["betas"]
+        adam_update(
+            params, grads, exp_avgs, exp_avg_sqs, [], state_steps,
+            foreach=group["foreach"], capturable=group["capturable"], differentiable=False, fused=True,
+            has_complex=False, decoupled_weight_decay=group["decoupled_weight_decay"],
+            amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
+            weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
+        )  # fmt: skip
+
     def follow_parameters(self) -> None:
         """Move Adam's state to the parameters' device, after the module holding them has moved."""
         self.optimizer.load_state_dict(self.optimizer.state_dict())
+        self._adam_state = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "critic_steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        self._adam_state = None  # loading replaces the state's tensors
         self.steps = state["critic_steps"]

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from .fused_mlp import relu_mlp_parameters, shuffled_relu_scores
+
 __all__ = [
     "mlp",
     "standardize_rows",
@@ -85,13 +87,18 @@ class ConcatCritic(nn.Module):
 
     def score_shuffled(self, x: Tensor, z: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
         """Scores of (x_i, z_i) and (x_i, z_index[i]) in one pass, [B] each. The first layer is
-        split as W_x·x + W_z·z, so the x part is computed once for both kinds of pairs."""
+        split as W_x·x + W_z·z, so the x part is computed once for both kinds of pairs. A ReLU
+        MLP outside autocast runs as one autograd node (:mod:`mine_reg.fused_mlp`)."""
+        b = x.shape[0]
+        params = None if torch.is_autocast_enabled(x.device.type) else relu_mlp_parameters(self.net)
+        if params is not None:
+            scores = shuffled_relu_scores(params, x, z, index)
+            return scores[:b], scores[b:]
         first, rest = self.net[0], self.net[1:]
         weight_x, weight_z = torch.split(first.weight, [self.x_dim, self.z_dim], dim=1)
         hx = F.linear(x, weight_x, first.bias)
         hz = F.linear(z, weight_z)
         scores = rearrange(rest(torch.cat([hx + hz, hx + permute_rows(hz, index)])), "b 1 -> b")
-        b = x.shape[0]
         return scores[:b], scores[b:]
 
 

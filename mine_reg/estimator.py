@@ -20,7 +20,7 @@ from . import bounds
 from .club import CLUB
 from .critics import Marginals, score_pairs
 from .exact import ExactConditional
-from .moving_average import EMALogPartition
+from .moving_average import EMALogPartition, corrected_dv
 from .per_unit import PerUnitMINE
 from .protocol import BuildOptions, Terms, call_frozen
 
@@ -168,21 +168,19 @@ class MIEstimator(nn.Module):
         Updates the EMA with this batch first (only when gradients are on), so the exponent
         T - log EMA stays below log(numel / rate) and cannot overflow. With ``update_ema=False``
         the stored EMA is used as it is (it is still initialised on the very first batch). The
-        log-partition is computed once, in float64, for the value, the EMA and the read-out.
+        log-partition is computed once, in float64, for the value, the EMA and the read-out, and
+        read back with the EMA's state in one transfer.
         """
         joint, marginal = bounds.check_scores(joint, marginal)
-        log_partition64 = bounds.log_mean_exp_float64(marginal)
-        log_partition = log_partition64.to(marginal.dtype)
-        value = bounds.dv_value(joint, log_partition64)
+        j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
+            joint, marginal, self.ema.log_ema, self.ema.steps
+        )
+        value = bounds.saturate(j_mean - log_partition, joint.dtype)
         if not torch.is_grad_enabled():
-            return value, log_partition
-        if update_ema or int(self.ema.steps) == 0:
-            log_ema = self.ema.update(log_partition64)
-        else:
-            log_ema = self.ema.log_ema.clone()
-        log_ema = log_ema.to(marginal.dtype)
-        surrogate = joint.mean() - torch.exp(marginal - log_ema).mean()
-        return value + (surrogate - surrogate.detach()), log_partition
+            return joint.new_tensor(value), marginal.new_tensor(log_partition)
+        if update_ema or steps == 0:
+            log_ema = self.ema.fold(log_partition, log_ema, int(steps))
+        return corrected_dv(joint, marginal, value, log_ema), marginal.new_tensor(log_partition)
 
     def forward(
         self,

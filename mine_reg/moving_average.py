@@ -4,13 +4,25 @@ processes; the bias-corrected DV gradient divides by it instead of the minibatch
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from . import sync
 
-__all__ = ["EMALogPartition"]
+__all__ = ["EMALogPartition", "corrected_dv"]
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) for Python floats, stably (infinities and NaN as in torch.logaddexp)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    if a == b:  # also a == b == ±inf
+        return a + math.log(2.0)
+    hi, lo = (a, b) if a > b else (b, a)
+    return hi + math.log1p(math.exp(lo - hi))
 
 
 class EMALogPartition(nn.Module):
@@ -32,6 +44,23 @@ class EMALogPartition(nn.Module):
         self.register_buffer("log_ema", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
+    def fold(self, batch_log_mean_exp: float, log_ema: float, steps: int) -> float:
+        """:meth:`update` for a scalar average whose state the caller has already read as Python
+        numbers (``log_ema``, ``steps``, with the batch value in one transfer): the same recursion,
+        the buffers written in place; returns the new log average."""
+        if self.log_ema.dim() != 0:
+            raise ValueError(f"fold updates a scalar average; this one has shape {tuple(self.log_ema.shape)}")
+        if self.sync and sync.world_size() > 1:
+            batch = torch.tensor(batch_log_mean_exp, dtype=torch.float64, device=self.log_ema.device)
+            batch_log_mean_exp = float(sync.log_mean_exp(batch))
+        if steps == 0 or self.rate == 1.0:
+            new = batch_log_mean_exp
+        else:
+            new = _logaddexp(log_ema + math.log1p(-self.rate), batch_log_mean_exp + math.log(self.rate))
+        self.log_ema.fill_(new)
+        self.steps.add_(1)
+        return new
+
     @torch.no_grad()
     def update(self, batch_log_mean_exp: Tensor) -> Tensor:
         v = batch_log_mean_exp.detach().to(self.log_ema.dtype).reshape(self.log_ema.shape)
@@ -47,3 +76,28 @@ class EMALogPartition(nn.Module):
             )
         self.steps += 1
         return self.log_ema.clone()
+
+
+class _CorrectedDV(torch.autograd.Function):
+    """The DV value with MINE's corrected gradient, as one autograd node (see :func:`corrected_dv`)."""
+
+    @staticmethod
+    def forward(ctx: Any, joint: Tensor, marginal: Tensor, value: float, log_ema: float) -> Tensor:
+        # d value / d marginal_j = -exp(marginal_j - log EMA) / numel, fixed now: the average may
+        # move again (another call, gradient accumulation) before this backward pass runs
+        ctx.marginal_weights = torch.exp(marginal - log_ema).div_(marginal.numel())
+        ctx.joint_shape = joint.shape
+        return joint.new_tensor(value)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        grad_joint = (grad / ctx.joint_shape.numel()).expand(ctx.joint_shape)
+        return grad_joint, ctx.marginal_weights * -grad, None, None
+
+
+def corrected_dv(joint: Tensor, marginal: Tensor, value: float, log_ema: float) -> Tensor:
+    """``value`` (the DV bound of these scores, nats, as a tensor of the scores' dtype) with MINE's
+    bias-corrected gradient E_P[dT] - E_Q[dT · exp T] / EMA(E_Q[exp T]), ``log_ema`` being
+    log EMA(E_Q[exp T]): d/d joint_i = 1/B and d/d marginal_j = -exp(marginal_j - log_ema) / numel."""
+    return _CorrectedDV.apply(joint, marginal, value, log_ema)

@@ -481,3 +481,41 @@ def test_smile_tau_types():
             smile(j, m, tau=bad)
     # Any real number type works and gives the same value.
     assert float(smile(j, m, tau=5)) == float(smile(j, m, tau=np.float64(5.0))) == float(smile(j, m, tau=5.0))
+
+
+@pytest.mark.parametrize(
+    "marginal",
+    [
+        torch.tensor([[0.5], [-1.0], [2.0]]),
+        torch.tensor([[3e38], [3e38], [-3e38]]),  # exp overflows float32 and float64
+        torch.full((4, 2), -math.inf),
+        torch.tensor([[1.0], [math.inf]]),
+        torch.tensor([[1.0], [math.nan]]),
+    ],
+)
+def test_dv_statistics_match_the_float64_reference(marginal: torch.Tensor) -> None:
+    joint = torch.tensor([1.5, -0.25, 3e38])
+    j_mean, log_partition, extra = bounds.dv_statistics(joint, marginal, torch.tensor(7, dtype=torch.long))
+    assert j_mean == pytest.approx(float(joint.double().mean()), rel=1e-15)
+    reference = float(torch.logsumexp(marginal.double().reshape(-1), 0) - math.log(marginal.numel()))
+    if math.isnan(reference):
+        assert math.isnan(log_partition)
+    else:
+        assert log_partition == pytest.approx(reference, rel=1e-15, abs=1e-15)
+    assert extra == 7.0
+
+
+def test_dv_statistics_float64_joint_mean_does_not_overflow() -> None:
+    joint = torch.full((4,), 1.5e308, dtype=torch.float64)  # a plain float64 sum is inf
+    j_mean, _ = bounds.dv_statistics(joint, torch.zeros(4, 1, dtype=torch.float64))
+    assert j_mean == pytest.approx(1.5e308, rel=1e-15)
+
+
+def test_saturate_clamps_finite_values_only() -> None:
+    top = torch.finfo(torch.float32).max
+    assert bounds.saturate(6e38, torch.float32) == top
+    assert bounds.saturate(-6e38, torch.float32) == -top
+    assert bounds.saturate(6e38, torch.float64) == 6e38
+    assert bounds.saturate(1.25, torch.float32) == 1.25
+    assert bounds.saturate(math.inf, torch.float32) == math.inf
+    assert math.isnan(bounds.saturate(math.nan, torch.float32))

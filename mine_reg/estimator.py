@@ -9,6 +9,7 @@ read-out in nats.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -24,7 +25,16 @@ from .moving_average import EMALogPartition, corrected_dv
 from .per_unit import PerUnitMINE
 from .protocol import BuildOptions, Terms, call_frozen
 
-__all__ = ["REGISTRY", "ESTIMATORS", "EstimatorSpec", "lookup", "MIEstimator", "MIOutput", "EMALogPartition"]
+__all__ = [
+    "REGISTRY",
+    "ESTIMATORS",
+    "EstimatorSpec",
+    "lookup",
+    "MIEstimator",
+    "MIOutput",
+    "EMALogPartition",
+    "NonFiniteScores",
+]
 
 
 class EstimatorSpec(NamedTuple):
@@ -103,6 +113,10 @@ class MIOutput:
         }
 
 
+class NonFiniteScores(ValueError):
+    """A batch whose critic scores hold NaN or Inf (raised only with ``refuse_nonfinite``)."""
+
+
 class MIEstimator(nn.Module):
     """A critic plus a bound, with MINE's moving-average gradient correction.
 
@@ -139,6 +153,9 @@ class MIEstimator(nn.Module):
         self.tau = tau
         self._bounds = {**bounds.BOUNDS, "smile": partial(bounds.smile, tau=tau)}
         self.ema = EMALogPartition(ema_rate, sync=sync_ema)
+        # True: a batch whose statistics are not finite raises NonFiniteScores before the moving
+        # average sees it, instead of giving a non-finite value (estimate_mi wants the value)
+        self.refuse_nonfinite = False
 
     @property
     def estimator(self) -> str:
@@ -175,6 +192,11 @@ class MIEstimator(nn.Module):
         j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
             joint, marginal, self.ema.log_ema, self.ema.steps
         )
+        if self.refuse_nonfinite and not (math.isfinite(j_mean) and math.isfinite(log_partition)):
+            raise NonFiniteScores(
+                f"the critic's scores are not finite (joint mean {j_mean}, log mean exp of the "
+                f"marginal scores {log_partition})"
+            )
         value = bounds.saturate(j_mean - log_partition, joint.dtype)
         if not torch.is_grad_enabled():
             return joint.new_tensor(value), marginal.new_tensor(log_partition)

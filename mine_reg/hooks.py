@@ -51,6 +51,7 @@ __all__ = [
     "check_mean_std",
     "read_pair",
     "check_pair",
+    "check_inputs_finite",
 ]
 
 Reader = Callable[[Any], Any]
@@ -369,6 +370,12 @@ def check_finite(t: Tensor, where: str) -> None:
         raise ValueError(f"{where} contains NaN or Inf")
 
 
+def check_inputs_finite(x: Tensor, z: Tensor, taps: dict[str, Tap]) -> None:
+    """ValueError naming x or z (``taps``) if it holds a NaN or an Inf."""
+    check_finite(x.detach(), f"x ({_where(taps, 'x')})")
+    check_finite(z.detach(), f"z ({_where(taps, 'z')})")
+
+
 def _where(taps: dict[str, Tap], label: str) -> str:
     return taps[label].where if label in taps else f"{label} passed at call time"
 
@@ -481,9 +488,12 @@ def check_mean_std(mean: Tensor, std: Tensor, taps: dict[str, Tap]) -> None:
         raise ValueError(f"std of z ({_where(taps, 'z')}) must be positive everywhere")
 
 
-def check_pair(x: Tensor, z: Tensor, taps: dict[str, Tap], dims: tuple[int, int] | None) -> None:
-    """ValueError unless x [B, dx] and z [B, dz] share B >= 2, are finite and (if ``dims`` is set)
-    have those feature sizes; messages name where each came from (``taps``)."""
+def check_pair(
+    x: Tensor, z: Tensor, taps: dict[str, Tap], dims: tuple[int, int] | None, finite: bool = True
+) -> None:
+    """ValueError unless x [B, dx] and z [B, dz] share B >= 2, are floating point, finite (tested
+    only with ``finite``: one synchronizing reduction) and (if ``dims`` is set) have those feature
+    sizes; messages name where each came from (``taps``)."""
     wx, wz = _where(taps, "x"), _where(taps, "z")
     if x.shape[0] != z.shape[0]:
         hints = "".join(
@@ -500,10 +510,9 @@ def check_pair(x: Tensor, z: Tensor, taps: dict[str, Tap], dims: tuple[int, int]
     if not (
         x.is_floating_point()
         and z.is_floating_point()
-        and math.isfinite(float(x.detach().sum() + z.detach().sum()))
+        and (not finite or math.isfinite(float(x.detach().sum() + z.detach().sum())))
     ):
-        check_finite(x.detach(), f"x ({wx})")
-        check_finite(z.detach(), f"z ({wz})")
+        check_inputs_finite(x, z, taps)
     if dims is not None and (x.shape[1], z.shape[1]) != dims:
         raise ValueError(
             f"x and z have {x.shape[1]} and {z.shape[1]} features per sample, but the critic was "

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from . import sync
 from .critic_optimizer import CriticOptimizer
-from .estimator import lookup
-from .hooks import Spec, Tap, check_mean_std, check_pair, read_pair
+from .estimator import MIEstimator, NonFiniteScores, lookup
+from .hooks import Spec, Tap, check_inputs_finite, check_mean_std, check_pair, read_pair
 from .protocol import BuildOptions, CriticSpec, Terms
 
 __all__ = ["MIRegularizer", "DEFAULT_ESTIMATOR"]
@@ -234,7 +234,8 @@ class MIRegularizer(nn.Module):
             self.critic_optimizer.flush()
         xs, zs = read_pair(self.taps, x, z, z_mean_std=self.takes_mean_std)
         z_rows = zs[0] if self.takes_mean_std else zs  # the mean stands for z in the checks
-        check_pair(xs, z_rows, self.taps, self.dims)
+        # MINE reads its batch statistics back anyway: the finite test of x and z waits for them
+        check_pair(xs, z_rows, self.taps, self.dims, finite=not self._scores_checked)
         if self.takes_mean_std:
             check_mean_std(*zs, self.taps)
         if self.estimator is None:
@@ -253,11 +254,19 @@ class MIRegularizer(nn.Module):
         self.critic_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         estimator = estimator.to(device)
         self.estimator = estimator.double() if self.critic_dtype == torch.float64 else estimator
+        self.estimator.refuse_nonfinite = True  # read by MIEstimator's moving-average (MINE) path
         self.dims = (dx, dz)
         params = [p for p in self.estimator.parameters() if p.requires_grad]
         sync.broadcast_parameters(params)
         # the exact-conditional bounds have nothing to train
         self.critic_optimizer = CriticOptimizer(params, self.lr) if params else None
+
+    @property
+    def _scores_checked(self) -> bool:
+        """Whether the estimator refuses non-finite batch statistics itself (MINE's moving-average
+        path), so that x and z need no finite test of their own before scoring."""
+        est = self.estimator
+        return isinstance(est, MIEstimator) and est.spec.moving_average and est.refuse_nonfinite
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return [] if self.critic_optimizer is None else list(self.critic_optimizer.params)
@@ -288,7 +297,14 @@ class MIRegularizer(nn.Module):
         if self.gather_marginals:
             x, z = sync.gather_rows(x, z)
         x, z = x.to(self.critic_dtype), _map(lambda t: t.to(self.critic_dtype), z)
-        self._terms = self.estimator.terms(x, z, generator=self.generator, train_critic=train_critic)
+        try:
+            self._terms = self.estimator.terms(x, z, generator=self.generator, train_critic=train_critic)
+        except NonFiniteScores as err:  # name the input that holds NaN / Inf, if one does
+            check_inputs_finite(x.detach(), z.detach(), self.taps)
+            raise ValueError(
+                f"{err}, though x and z are finite: the critic diverged (try a lower critic lr, "
+                f"now lr={self.lr})"
+            ) from None
         return self._terms
 
     def forward(

@@ -847,3 +847,37 @@ def test_critic_adam_steps_exactly_as_optimizer_step() -> None:
             assert torch.equal(a, b)
     assert ours.steps == 6
     assert ours._adam_state is not None  # the direct path ran
+
+
+def test_nan_in_inputs_is_caught_by_the_deferred_check_before_the_critic_or_average_change():
+    """MINE skips the up-front finite test of x and z once built (its batch statistics are read
+    anyway); a NaN must still be named, and must leave the critic and its moving average as
+    they were."""
+    model = Named()
+    reg = MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,), estimator="mine", extra_critic_steps=1)
+    model(torch.randn(8, 5))
+    reg().backward()
+    assert reg._scores_checked  # the deferred path is the one under test
+    weights = [p.detach().clone() for p in reg.critic_parameters()]
+    ema = (float(reg.estimator.ema.log_ema), reg.estimator.ema.steps)
+    x = torch.randn(8, 5)
+    x[3, 0] = float("nan")
+    model(x)
+    with pytest.raises(ValueError, match=r"x \(x = 'input'\) contains NaN or Inf"):
+        reg()
+    assert all(torch.equal(w, p) for w, p in zip(weights, reg.critic_parameters(), strict=True))
+    assert (float(reg.estimator.ema.log_ema), reg.estimator.ema.steps) == ema
+
+
+def test_a_diverged_critic_is_named_when_the_inputs_are_finite():
+    model = Named()
+    reg = MIRegularizer(model, x="input", z="enc.fc2", hidden=(8,), estimator="mine")
+    model(torch.randn(8, 5))
+    reg().backward()
+    with torch.no_grad():
+        reg.critic_parameters()[-1].fill_(float("inf"))  # the last layer's bias
+    model(torch.randn(8, 5))
+    with pytest.raises(
+        ValueError, match=r"scores are not finite .* though x and z are finite: the critic diverged"
+    ):
+        reg()

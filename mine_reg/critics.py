@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .fused_mlp import relu_mlp_parameters, shuffled_relu_scores
+from .fused_mlp import inverse_permutation, relu_mlp_parameters, shuffled_relu_scores
 
 __all__ = [
     "mlp",
@@ -687,9 +687,7 @@ class _PermuteRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (index,) = ctx.saved_tensors
-        inverse = torch.empty_like(index)
-        inverse[index] = torch.arange(index.numel(), device=index.device)
-        return grad.index_select(0, inverse), None
+        return grad.index_select(0, inverse_permutation(index)), None
 
 
 def permute_rows(t: Tensor, index: Tensor) -> Tensor:

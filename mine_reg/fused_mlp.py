@@ -20,7 +20,12 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["relu_mlp_parameters", "shuffled_relu_scores"]
+__all__ = ["relu_mlp_parameters", "shuffled_relu_scores", "inverse_permutation"]
+
+
+def inverse_permutation(index: Tensor) -> Tensor:
+    """The permutation that undoes ``index`` [B]: ``t[index][inverse] == t``."""
+    return torch.empty_like(index).scatter_(0, index, torch.arange(index.numel(), device=index.device))
 
 
 def relu_mlp_parameters(net: nn.Sequential) -> list[nn.Parameter] | None:
@@ -73,9 +78,8 @@ class _ShuffledReluScores(torch.autograd.Function):
         layer_grads.reverse()
         b, dx = x.shape[0], x.shape[1]
         joint_rows, shuffled_rows = d[:b], d[b:]
-        inverse = torch.empty_like(index).scatter_(0, index, torch.arange(b, device=index.device))
         d_hx = joint_rows + shuffled_rows
-        d_hz = joint_rows + shuffled_rows.index_select(0, inverse)
+        d_hz = joint_rows + shuffled_rows.index_select(0, inverse_permutation(index))
         grad_x = d_hx.mm(first_w[:, :dx]) if needs[0] else None
         grad_z = d_hz.mm(first_w[:, dx:]) if needs[1] else None
         if not need_params:

@@ -254,7 +254,8 @@ class MIRegularizer(nn.Module):
         self.critic_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         estimator = estimator.to(device)
         self.estimator = estimator.double() if self.critic_dtype == torch.float64 else estimator
-        self.estimator.refuse_nonfinite = True  # read by MIEstimator's moving-average (MINE) path
+        if isinstance(self.estimator, MIEstimator) and self.estimator.spec.moving_average:
+            self.estimator.refuse_nonfinite = True  # MINE's path reads its statistics back anyway
         self.dims = (dx, dz)
         params = [p for p in self.estimator.parameters() if p.requires_grad]
         sync.broadcast_parameters(params)
@@ -265,8 +266,7 @@ class MIRegularizer(nn.Module):
     def _scores_checked(self) -> bool:
         """Whether the estimator refuses non-finite batch statistics itself (MINE's moving-average
         path), so that x and z need no finite test of their own before scoring."""
-        est = self.estimator
-        return isinstance(est, MIEstimator) and est.spec.moving_average and est.refuse_nonfinite
+        return getattr(self.estimator, "refuse_nonfinite", False)
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return [] if self.critic_optimizer is None else list(self.critic_optimizer.params)

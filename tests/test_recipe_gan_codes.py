@@ -170,3 +170,21 @@ def test_conv_networks_shapes_and_range(side: int) -> None:
     assert logits.shape == (5,)
     logits.sum().backward()
     assert G.project[0].weight.grad is not None and G.project[0].weight.grad.abs().sum() > 0
+
+
+def test_pooled_critic_view_averages_blocks_and_removes_checkerboards() -> None:
+    from recipes.gan_codes import pooled
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(5, 3, 28, 28, generator=gen)
+    assert pooled(images, 0) is images  # 0: the critic reads G(z) as it is
+    points = torch.rand(5, 2, generator=gen)
+    assert pooled(points, 7) is points  # not an image batch: unchanged
+    view = pooled(images, 7)
+    assert view.shape == (5, 3, 7, 7)
+    # each pooled pixel is the mean of its 4x4 block
+    torch.testing.assert_close(view[2, 1, 3, 5], images[2, 1, 12:16, 20:24].mean())
+    # a +-a checkerboard on top of any image leaves the pooled view unchanged
+    i, j = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
+    checker = 0.3 * (1 - 2 * ((i + j) % 2)).float()
+    torch.testing.assert_close(pooled(images + checker, 7), view)

@@ -214,9 +214,8 @@ def evaluate(cfg: GANConfig, problem: Problem, generator: nn.Module, n: int) -> 
     metrics = problem.metrics(x)
     if cfg.mi_samples > 0:
         m = min(cfg.mi_samples, n)
-        # read out what the regularizer's critic sees: G(z) + critic noise (from a fixed seed)
-        x = pooled(x[:m], cfg.critic_pool)
-        x = with_critic_noise(x, cfg.critic_noise, torch.Generator().manual_seed(30_000 + cfg.seed))
+        # read out what the regularizer's critic sees: pooled G(z) + critic noise (from a fixed seed)
+        x = critic_view(cfg, x[:m], torch.Generator().manual_seed(30_000 + cfg.seed))
         # a separable critic alone: the default's closed-form Gaussian part overfits hundreds of
         # pixel dims at a few thousand samples (held-out read-outs of -10 nats and below)
         kw = {"batch_size": min(128, m // 8), "max_steps": cfg.mi_steps, "preprocess": "standardize"}
@@ -256,6 +255,12 @@ def report(
 
 
 # ----------------------------------------------------------------------------- training
+def critic_view(cfg: GANConfig, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What the MINE critic reads of generated samples: pooled to ``critic_pool``, then plus noise of
+    std ``critic_noise`` (drawn from ``generator`` if given)."""
+    return with_critic_noise(pooled(fake, cfg.critic_pool), cfg.critic_noise, generator)
+
+
 def build_penalty(cfg: GANConfig, accelerator: Accelerator, generator: nn.Module, beta: float) -> Penalty:
     """The generator's MI term: MIRegularizer's -beta·I(G(z) + n; c), adaptively clipped against
     the adversarial loss (mine), or 0 (baseline). x is the code c, sliced out of the generator's
@@ -267,7 +272,7 @@ def build_penalty(cfg: GANConfig, accelerator: Accelerator, generator: nn.Module
         estimator=cfg.estimator, lr=cfg.critic_lr, hidden=cfg.critic_hidden,
         adaptive_clip=cfg.adaptive_clip, standardize=cfg.critic_standardize, seed=cfg.seed,
     )  # fmt: skip
-    seen = lambda fake: standardize(with_critic_noise(pooled(fake, cfg.critic_pool), cfg.critic_noise))  # noqa: E731
+    seen = lambda fake: standardize(critic_view(cfg, fake))  # noqa: E731
     return Penalty.of(accelerator, reg, lambda fake, task_loss: reg(z=seen(fake), task_loss=task_loss))
 
 

@@ -25,6 +25,23 @@ def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _all_finite(grads: list[Tensor]) -> bool:
+    """Whether every gradient is finite: one fused check per dtype and device (the one GradScaler
+    uses, with an unscale by exactly 1), else a norm per tensor."""
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    try:
+        found = []
+        for (device, _), group in groups.items():
+            found_inf = torch.zeros((), device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found_inf, torch.ones((), device=device))
+            found.append(found_inf)
+        return not bool(torch.stack(found).any()) if len(found) > 1 else not bool(found[0])
+    except (RuntimeError, NotImplementedError):  # a device or dtype without the fused check
+        return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
 class CriticOptimizer:
     """Adam on ``params``, stepped once a backward pass has given each of them a gradient.
 
@@ -62,7 +79,7 @@ class CriticOptimizer:
             return
         sync.average_gradients(params)
         grads = [p.grad for p in params]
-        if torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+        if _all_finite(grads):
             self._adam_step(params, grads)
             self.steps += 1
         for p in params:  # zero_grad(set_to_none=True) without the optimizer's wrapper

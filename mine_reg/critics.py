@@ -591,7 +591,11 @@ class UnitCritic(nn.Module):
         return torch.einsum("bkf,bkf->b", self.a(x), self.phi(z))
 
 
-def standardize_rows(t: Tensor, eps: float = 1e-6) -> Tensor:
+STANDARDIZE_EPS = 1e-6
+"""The default ``eps`` of :func:`standardize_rows` (what :class:`Standardized` uses)."""
+
+
+def standardize_rows(t: Tensor, eps: float = STANDARDIZE_EPS) -> Tensor:
     """Each column of t [B, D] shifted and scaled to batch mean 0 and std 1 (population variance
     plus ``eps``²); differentiable, so a gradient through it sees only changes of shape, not of scale."""
     # batch_norm without affine parameters or running statistics is exactly this, in one fused

@@ -189,6 +189,19 @@ class MIEstimator(nn.Module):
         read back with the EMA's state in one transfer.
         """
         joint, marginal = bounds.check_scores(joint, marginal)
+        value, j_mean, log_partition, log_ema = self.dv_head(joint, marginal, update_ema)
+        if log_ema is None:
+            return joint.new_tensor(value), marginal.new_tensor(log_partition)
+        return corrected_dv(joint, marginal, value, log_ema), marginal.new_tensor(log_partition)
+
+    def dv_head(
+        self, joint: Tensor, marginal: Tensor, update_ema: bool = True, correct: bool | None = None
+    ) -> tuple[float, float, float, float | None]:
+        """(DV value, mean joint score, this batch's log E_Q[exp T], the log moving average the
+        corrected gradient divides by) as Python floats in nats, from scores of one dtype; the last
+        is None when gradients are off, or ``correct`` is False (nothing to correct, and the
+        average is left alone); ``correct=None`` asks torch whether gradients are on.
+        NonFiniteScores with ``refuse_nonfinite``. See :meth:`corrected_dv`."""
         j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
             joint, marginal, self.ema.log_ema, self.ema.steps
         )
@@ -198,11 +211,11 @@ class MIEstimator(nn.Module):
                 f"marginal scores {log_partition})"
             )
         value = bounds.saturate(j_mean - log_partition, joint.dtype)
-        if not torch.is_grad_enabled():
-            return joint.new_tensor(value), marginal.new_tensor(log_partition)
+        if not (torch.is_grad_enabled() if correct is None else correct):
+            return value, j_mean, log_partition, None
         if update_ema or steps == 0:
             log_ema = self.ema.fold(log_partition, log_ema, int(steps))
-        return corrected_dv(joint, marginal, value, log_ema), marginal.new_tensor(log_partition)
+        return value, j_mean, log_partition, log_ema
 
     def forward(
         self,

@@ -14,13 +14,20 @@ differentiable (a second backward raises, as for any ``once_differentiable`` fun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["relu_mlp_parameters", "shuffled_relu_scores", "inverse_permutation"]
+__all__ = [
+    "relu_mlp_parameters",
+    "shuffled_relu_scores",
+    "relu_mlp_forward",
+    "relu_mlp_backward",
+    "inverse_permutation",
+]
 
 
 def inverse_permutation(index: Tensor) -> Tensor:
@@ -50,16 +57,9 @@ class _ShuffledReluScores(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, z: Tensor, index: Tensor, *params: Tensor) -> Tensor:
-        dx = x.shape[1]
-        first_w, first_b, weights, biases = params[0], params[1], params[2::2], params[3::2]
-        hx = torch.addmm(first_b, x, first_w[:, :dx].t())
-        hz = z.mm(first_w[:, dx:].t())
-        acts = [torch.cat([hx + hz, hx + hz.index_select(0, index)]).relu_()]
-        for w, b in zip(weights[:-1], biases[:-1], strict=True):
-            acts.append(torch.addmm(b, acts[-1], w.t()).relu_())
-        scores = torch.addmm(biases[-1], acts[-1], weights[-1].t())
-        ctx.save_for_backward(x, z, index, first_w, *weights, *acts)
-        ctx.layers = len(weights)
+        scores, acts = relu_mlp_forward(params, x, z, index)
+        ctx.save_for_backward(x, z, index, params[0], *params[2::2], *acts)
+        ctx.layers = len(params) // 2 - 1
         return scores.squeeze(1)
 
     @staticmethod
@@ -68,24 +68,59 @@ class _ShuffledReluScores(torch.autograd.Function):
         x, z, index, first_w, *rest = ctx.saved_tensors
         weights, acts = rest[: ctx.layers], rest[ctx.layers :]
         needs = ctx.needs_input_grad
-        need_params = any(needs[3:])
-        d = grad.unsqueeze(1)
-        layer_grads: list[Tensor | None] = []
-        for j in range(ctx.layers - 1, -1, -1):  # weights[j] maps acts[j] to the next layer
-            if need_params:
-                layer_grads += [d.sum(0), d.t().mm(acts[j])]  # reversed below: (w, b) pairs
-            d = torch.ops.aten.threshold_backward(d.mm(weights[j]), acts[j], 0)
-        layer_grads.reverse()
-        b, dx = x.shape[0], x.shape[1]
-        joint_rows, shuffled_rows = d[:b], d[b:]
-        d_hx = joint_rows + shuffled_rows
-        d_hz = joint_rows + shuffled_rows.index_select(0, inverse_permutation(index))
-        grad_x = d_hx.mm(first_w[:, :dx]) if needs[0] else None
-        grad_z = d_hz.mm(first_w[:, dx:]) if needs[1] else None
-        if not need_params:
-            return (grad_x, grad_z, None, *([None] * (2 + 2 * ctx.layers)))
-        grad_first_w = torch.cat([d_hx.t().mm(x), d_hz.t().mm(z)], dim=1)
-        return (grad_x, grad_z, None, grad_first_w, d_hx.sum(0), *layer_grads)
+        grad_x, grad_z, param_grads = relu_mlp_backward(
+            grad.unsqueeze(1), x, z, index, first_w, weights, acts, needs[0], needs[1], any(needs[3:])
+        )
+        return (grad_x, grad_z, None, *(param_grads or [None] * (2 + 2 * ctx.layers)))
+
+
+def relu_mlp_forward(
+    params: Sequence[Tensor], x: Tensor, z: Tensor, index: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """(scores [2B, 1], the hidden activations): the joint rows (x_i, z_i), then the shuffled
+    ones (x_i, z_index[i]). ``params`` as for :func:`shuffled_relu_scores`; the first weight
+    [H, dx+dz] is applied as x·W_x + z·W_z, so x·W_x is computed once for both kinds of pairs."""
+    dx = x.shape[1]
+    first_w, first_b, weights, biases = params[0], params[1], params[2::2], params[3::2]
+    hx = torch.addmm(first_b, x, first_w[:, :dx].t())
+    hz = z.mm(first_w[:, dx:].t())
+    acts = [torch.cat([hx + hz, hx + hz.index_select(0, index)]).relu_()]
+    for w, b in zip(weights[:-1], biases[:-1], strict=True):
+        acts.append(torch.addmm(b, acts[-1], w.t()).relu_())
+    return torch.addmm(biases[-1], acts[-1], weights[-1].t()), acts
+
+
+def relu_mlp_backward(
+    d: Tensor,
+    x: Tensor,
+    z: Tensor,
+    index: Tensor,
+    first_w: Tensor,
+    weights: Sequence[Tensor],
+    acts: Sequence[Tensor],
+    need_x: bool,
+    need_z: bool,
+    need_params: bool,
+) -> tuple[Tensor | None, Tensor | None, list[Tensor] | None]:
+    """Gradients of :func:`relu_mlp_forward` given ``d`` [2B, 1], the gradient of its scores,
+    with the fewest operators: (grad_x, grad_z, [w_1, b_1, ..., w_L, b_L] gradients), each None
+    where not needed. ``weights`` are the layers after the first."""
+    layer_grads: list[Tensor] = []
+    for j in range(len(weights) - 1, -1, -1):  # weights[j] maps acts[j] to the next layer
+        if need_params:
+            layer_grads += [d.sum(0), d.t().mm(acts[j])]  # reversed below: (w, b) pairs
+        d = torch.ops.aten.threshold_backward(d.mm(weights[j]), acts[j], 0)
+    layer_grads.reverse()
+    b, dx = x.shape[0], x.shape[1]
+    joint_rows, shuffled_rows = d[:b], d[b:]
+    d_hx = joint_rows + shuffled_rows
+    d_hz = joint_rows + shuffled_rows.index_select(0, inverse_permutation(index))
+    grad_x = d_hx.mm(first_w[:, :dx]) if need_x else None
+    grad_z = d_hz.mm(first_w[:, dx:]) if need_z else None
+    if not need_params:
+        return grad_x, grad_z, None
+    grad_first_w = torch.cat([d_hx.t().mm(x), d_hz.t().mm(z)], dim=1)
+    return grad_x, grad_z, [grad_first_w, d_hx.sum(0), *layer_grads]
 
 
 def shuffled_relu_scores(params: list[Tensor], x: Tensor, z: Tensor, index: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from . import sync
 from .critic_optimizer import CriticOptimizer
 from .estimator import MIEstimator, NonFiniteScores, lookup
+from .fused_term import FusedTerm, fused_mine_term, fused_parameters
 from .hooks import Spec, Tap, check_inputs_finite, check_mean_std, check_pair, read_pair
 from .protocol import BuildOptions, CriticSpec, Terms
 
@@ -193,7 +194,8 @@ class MIRegularizer(nn.Module):
         self.critic_dtype = torch.float32
         self.steps = 0  # regularizer calls (beta schedule)
         self.generator = torch.Generator().manual_seed(seed)
-        self._terms: Terms | None = None
+        self._metrics: dict[str, Tensor] | None = None  # the latest scored batch's
+        self._fused: tuple[list[Tensor], bool] | None = None  # see _fused_term
         self._last_inputs: tuple[Tensor, Tensor] | None = None
         self._last_beta = 0.0
         self.attach()
@@ -243,6 +245,7 @@ class MIRegularizer(nn.Module):
         param = next(iter(self.estimator.parameters()), None)
         if param is not None and param.device != xs.device:  # restored from a checkpoint elsewhere
             self.estimator.to(xs.device)
+            self._fused = self._fused_plan()
             self.critic_optimizer.follow_parameters()
         self._last_inputs = (xs.detach(), _map(Tensor.detach, zs))
         return xs, zs
@@ -257,6 +260,7 @@ class MIRegularizer(nn.Module):
         if isinstance(self.estimator, MIEstimator) and self.estimator.spec.moving_average:
             self.estimator.refuse_nonfinite = True  # MINE's path reads its statistics back anyway
         self.dims = (dx, dz)
+        self._fused = self._fused_plan()
         params = [p for p in self.estimator.parameters() if p.requires_grad]
         sync.broadcast_parameters(params)
         # the exact-conditional bounds have nothing to train
@@ -294,18 +298,47 @@ class MIRegularizer(nn.Module):
         return self.sign * self._last_beta * (sync.world_size() if self.gather_marginals else 1)
 
     def _score(self, x: Tensor, z: Any, train_critic: bool = True) -> Terms:
+        terms = self._scored(
+            lambda x, z: self.estimator.terms(x, z, generator=self.generator, train_critic=train_critic), x, z
+        )
+        self._metrics = terms.metrics
+        return terms
+
+    def _scored(self, score: Any, x: Tensor, z: Any) -> Any:
+        """``score(x, z)`` on the pairs the estimator sees (gathered, in the critic's dtype); a
+        critic that diverged is told apart from non-finite inputs."""
         if self.gather_marginals:
             x, z = sync.gather_rows(x, z)
         x, z = x.to(self.critic_dtype), _map(lambda t: t.to(self.critic_dtype), z)
         try:
-            self._terms = self.estimator.terms(x, z, generator=self.generator, train_critic=train_critic)
+            return score(x, z)
         except NonFiniteScores as err:  # name the input that holds NaN / Inf, if one does
             check_inputs_finite(x.detach(), z.detach(), self.taps)
             raise ValueError(
                 f"{err}, though x and z are finite: the critic diverged (try a lower critic lr, "
                 f"now lr={self.lr})"
             ) from None
-        return self._terms
+
+    def _fused_plan(self) -> tuple[list[Tensor], bool] | None:
+        """The critic's parameters for the one-node term (:mod:`mine_reg.fused_term`), if it applies."""
+        return fused_parameters(self.estimator) if isinstance(self.estimator, MIEstimator) else None
+
+    def _fused_term(self, xs: Tensor, zs: Any, scale: list[float]) -> Tensor | None:
+        """The term as one autograd node where :mod:`mine_reg.fused_term` applies (the default
+        MINE critic, gradients on, no autocast, no adaptive clipping), else None. Same value and
+        gradients as the general path, fewer operators."""
+        if (
+            self._fused is None
+            or self.adaptive_clip
+            or not torch.is_grad_enabled()
+            or torch.is_autocast_enabled(xs.device.type)
+        ):
+            return None
+        params, standardize = self._fused
+        plan = FusedTerm(self.estimator, standardize, self.sign * self._last_beta, scale)
+        term = self._scored(lambda x, z: fused_mine_term(plan, params, x, z, self.generator), xs, zs)
+        self._metrics = plan.metrics
+        return term
 
     def forward(
         self, x: Tensor | None = None, z: Tensor | None = None, task_loss: Tensor | None = None
@@ -321,6 +354,9 @@ class MIRegularizer(nn.Module):
         # One backward pass serves both sides: the critic's parameters descend its loss, and the
         # gradient reaching x and z, -d(model), is rescaled to factor·d(model) for the model.
         scale = [-factor]
+        fused = self._fused_term(xs, zs, scale)
+        if fused is not None:
+            return fused
 
         def scaled(t: Tensor) -> Tensor:  # nothing to rescale where no gradient flows back
             return _GradScale.apply(t, scale) if t.requires_grad else t
@@ -364,9 +400,9 @@ class MIRegularizer(nn.Module):
     def metrics(self) -> dict[str, float]:
         """The latest batch's metrics as floats: the estimator's own (MINE family: mi, objective,
         joint_mean, log_partition; CLUB: mi, log_likelihood; nats), then beta and critic_steps."""
-        if self._terms is None:
+        if self._metrics is None:
             return {}
-        values = {k: float(v) for k, v in self._terms.metrics.items()}
+        values = {k: float(v) for k, v in self._metrics.items()}
         return {**values, "beta": self._last_beta, "critic_steps": float(self.critic_steps)}
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -22,9 +22,17 @@ def test_overhead_prints_operator_counts_and_phases(capsys):
     overhead.main(["--steps", "2", "--warmup", "1", "--block", "1", "--count-ops", "--phases"])
     out = capsys.readouterr().out
     ops = _rows(out, "variant")  # the first table: ms/step
-    assert set(ops) == {"baseline", "concat (128, 128)", "separable (128, 128)", "concat (256, 256)"}
+    assert set(ops) == {
+        "baseline",
+        "concat (128, 128)",
+        "concat (128, 128), general path",
+        "separable (128, 128)",
+        "concat (256, 256)",
+    }
     counts = {k: int(v[0]) for k, v in _rows(out[out.index("aten operators") - 20 :], "variant").items()}
     assert all(counts[k] > counts["baseline"] for k in counts if k != "baseline"), counts
+    # the default configuration takes the one-node term: fewer operators than its general path
+    assert counts["concat (128, 128)"] < counts["concat (128, 128), general path"], counts
     phases = _rows(out[out.index("reg() (ms)") - 40 :], "variant")
     # the baseline has no regularizer: its reg() phase is an empty branch, every other one builds
     # and scores a critic (over a millisecond on these CPUs, against microseconds)

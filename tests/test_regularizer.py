@@ -881,3 +881,22 @@ def test_a_diverged_critic_is_named_when_the_inputs_are_finite():
         ValueError, match=r"scores are not finite .* though x and z are finite: the critic diverged"
     ):
         reg()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None])
+def test_critic_optimizer_skips_a_step_with_non_finite_gradients(bad):
+    from mine_reg.critic_optimizer import CriticOptimizer
+
+    params = [nn.Parameter(torch.ones(3, 2)), nn.Parameter(torch.ones(4, dtype=torch.float64))]
+    opt = CriticOptimizer(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    if bad is not None:
+        params[1].grad[2] = bad
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    assert all(p.grad is None for p in params)
+    if bad is None:
+        assert opt.steps == 1 and all(not torch.equal(p, b) for p, b in zip(params, before, strict=True))
+    else:
+        assert opt.steps == 0 and all(torch.equal(p, b) for p, b in zip(params, before, strict=True))

@@ -19,7 +19,7 @@ def _rows(text: str, header: str) -> dict[str, list[str]]:
 
 
 def test_overhead_prints_operator_counts_and_phases(capsys):
-    overhead.main(["--steps", "2", "--warmup", "1", "--block", "1", "--count-ops", "--phases"])
+    overhead.main(["--steps", "2", "--warmup", "1", "--block", "1", "--count-ops", "--phases", "--parts"])
     out = capsys.readouterr().out
     ops = _rows(out, "variant")  # the first table: ms/step
     assert set(ops) == {
@@ -37,3 +37,6 @@ def test_overhead_prints_operator_counts_and_phases(capsys):
     # the baseline has no regularizer: its reg() phase is an empty branch, every other one builds
     # and scores a critic (over a millisecond on these CPUs, against microseconds)
     assert all(float(phases[k][1]) > float(phases["baseline"][1]) for k in phases if k != "baseline"), phases
+    parts = _rows(out[out.index("piece, timed alone") - 2 :], "piece, timed alone")
+    assert set(parts) == {"critic MLP forward", "critic MLP backward", "critic Adam step"}
+    assert all(float(v[0]) > 0 for v in parts.values()), parts

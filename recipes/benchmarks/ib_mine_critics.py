@@ -36,6 +36,7 @@ Arms:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 
@@ -141,11 +142,18 @@ def main(argv: list[str] | None = None) -> list[list[str]]:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--out", default="outputs/benchmarks/ib_mine_critics")
     parser.add_argument("--dataset", default="digits", help="digits (the README's tables) | mnist5k | mnist")
+    parser.add_argument(
+        "--reg-kwargs",
+        type=json.loads,
+        default={},
+        help="more MIRegularizer keywords for every arm, as JSON, e.g. '{\"ema_rate\": 0.1}'",
+    )
     args, passed_on = parser.parse_known_args(argv)  # the rest goes to every run, e.g. --epochs 40
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for arm in args.arms.split(","):
         extra, options = ARMS[arm]
+        options = {**options, **args.reg_kwargs}
         runs = []
         for seed in seeds:
             cli = [

@@ -27,6 +27,7 @@ Usage, from the repository root:
     python recipes/benchmarks/overhead.py --device cuda --steps 500
     python recipes/benchmarks/overhead.py --threads 1 --steps 60 --warmup 10
     python recipes/benchmarks/overhead.py --steps 20 --count-ops   # aten operators per step too
+    python recipes/benchmarks/overhead.py --parts                  # the critic's pieces timed alone
     python recipes/benchmarks/overhead.py --phases                 # and each phase's median time
 """
 
@@ -193,6 +194,45 @@ def phase_table(variants: list[Variant], steps: int, block: int) -> str:
     return markdown_table(["variant"] + [f"{p} (ms)" for p in names], rows, align="l" + "r" * len(names))
 
 
+def parts_table(variant: Variant, device: torch.device, steps: int) -> str:
+    """Median milliseconds of the default critic's pieces timed alone, in a loop of their own on
+    the benchmark's shapes (x [100, 784], z [100, 256]): its MLP forward and backward
+    (:mod:`mine_reg.fused_mlp`) and its Adam step, on the critic the ``variant`` has built."""
+    from mine_reg.critics import _cyclic_derangement
+    from mine_reg.fused_mlp import relu_mlp_backward, relu_mlp_forward
+
+    reg = variant.reg
+    params, _ = reg._fused
+    gen = torch.Generator().manual_seed(0)
+    x, z = (
+        torch.randn(BATCH, 784, generator=gen).to(device),
+        torch.randn(BATCH, 256, generator=gen).to(device),
+    )
+    index = _cyclic_derangement(BATCH, device, gen)
+    with torch.no_grad():
+        _, acts = relu_mlp_forward(params, x, z, index)
+        d = torch.randn(2 * BATCH, 1, generator=gen).to(device)
+        saved = [p.detach().clone() for p in params]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt = reg.critic_optimizer
+        pieces = {
+            "critic MLP forward": lambda: relu_mlp_forward(params, x, z, index),
+            "critic MLP backward": lambda: relu_mlp_backward(
+                d, x, z, index, params[0], params[2::2], acts, False, True, True
+            ),
+            "critic Adam step": lambda: opt._adam_step(params, [p.grad for p in params]),
+        }
+        rows = []
+        for name, piece in pieces.items():
+            times = [timed(lambda _, piece=piece: piece(), i, device) for i in range(steps)]
+            rows.append([name, f"{statistics.median(times) * 1e3:.2f}"])
+        for p, v in zip(params, saved, strict=True):  # the weights as they were (Adam has moved on)
+            p.copy_(v)
+            p.grad = None
+    return markdown_table(["piece, timed alone", "ms (median)"], rows, align="lr")
+
+
 def quartiles(times: list[float]) -> tuple[float, float, float]:
     if len(times) < 2:
         return times[0], times[0], times[0]
@@ -256,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--phases", action="store_true", help="also print each phase of a step, timed on its own"
     )
+    parser.add_argument(
+        "--parts", action="store_true", help="also time the default critic's MLP and Adam step alone"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.block < 1 or args.runs < 1:
         parser.error("--steps, --block and --runs must be >= 1, --warmup >= 0")
@@ -269,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print("\n" + markdown_table(["variant", "aten operators per step"], count_operators(variants)))
         if args.phases and r == 0:
             print("\n" + phase_table(variants, args.steps, args.block))
+        if args.parts and r == 0:
+            print("\n" + parts_table(variants[1], torch.device(args.device), args.steps))
         ratios.append(statistics.median(variants[1].times) / statistics.median(variants[0].times))
     if args.runs > 1:
         median = statistics.median(ratios)

@@ -23,17 +23,16 @@ differentiable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .critics import STANDARDIZE_EPS, ConcatCritic, Standardized, _cyclic_derangement
+from .estimator import MIEstimator, MIOutput
 from .fused_mlp import relu_mlp_backward, relu_mlp_forward, relu_mlp_parameters
-
-if TYPE_CHECKING:
-    from .estimator import MIEstimator
+from .moving_average import corrected_dv_backward, marginal_weights
 
 __all__ = ["FusedTerm", "fused_parameters", "fused_mine_term"]
 
@@ -95,17 +94,14 @@ class _FusedMineTerm(torch.autograd.Function):
         flat = scores.view(-1)
         joint, marginal = flat[:b], flat[b:]
         value, _, log_partition, log_ema = plan.estimator.dv_head(joint, marginal, correct=True)
-        # d DV / d marginal_j = -exp(marginal_j - log EMA) / numel, fixed now (see corrected_dv)
-        ctx.marginal_weights = torch.exp(marginal - log_ema).div_(marginal.numel())
+        ctx.marginal_weights = marginal_weights(marginal, log_ema)
         ctx.save_for_backward(x, z, xs, zs, index, params[0], *params[2::2], *stats, *acts)
         ctx.layers, ctx.plan = len(params) // 2 - 1, plan
         dv = flat.new_tensor(value)
-        plan.metrics = {
-            "mi": dv,
-            "objective": dv,
-            "joint_mean": joint.float().mean(),
-            "log_partition": flat.new_tensor(log_partition),
-        }
+        out = MIOutput(
+            objective=dv, mi=dv, joint_mean=joint.float().mean(), log_partition=flat.new_tensor(log_partition)
+        )
+        plan.metrics = out.metrics()
         return dv * plan.value_factor
 
     @staticmethod
@@ -116,9 +112,9 @@ class _FusedMineTerm(torch.autograd.Function):
         weights, rest = rest[:layers], rest[layers:]
         stats, acts = (rest[:4], rest[4:]) if plan.standardize else ((), rest)
         needs = ctx.needs_input_grad
-        b = x.shape[0]
-        critic_grad = -grad  # the critic descends -DV
-        d = torch.cat([(critic_grad / b).expand(b), ctx.marginal_weights * -critic_grad]).unsqueeze(1)
+        joint_shape = x.shape[:1]
+        # the critic descends -DV
+        d = torch.cat(corrected_dv_backward(-grad, joint_shape, ctx.marginal_weights)).unsqueeze(1)
         grad_xs, grad_zs, param_grads = relu_mlp_backward(
             d, xs, zs, index, first_w, weights, acts, needs[0], needs[1], any(needs[4:])
         )

@@ -12,7 +12,7 @@ from torch.autograd.function import once_differentiable
 
 from . import sync
 
-__all__ = ["EMALogPartition", "corrected_dv"]
+__all__ = ["EMALogPartition", "corrected_dv", "corrected_dv_backward", "marginal_weights"]
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -78,22 +78,32 @@ class EMALogPartition(nn.Module):
         return self.log_ema.clone()
 
 
+def marginal_weights(marginal: Tensor, log_ema: float) -> Tensor:
+    """-d value / d marginal of the corrected DV: exp(marginal_j - log_ema) / numel, shaped like
+    ``marginal``; fixed when the value is computed, since the average may move again (another
+    call, gradient accumulation) before the backward pass runs."""
+    return torch.exp(marginal - log_ema).div_(marginal.numel())
+
+
+def corrected_dv_backward(grad: Tensor, joint_shape: torch.Size, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """(d/d joint, d/d marginal) of the corrected DV for an incoming gradient ``grad`` (a scalar
+    tensor) and the :func:`marginal_weights` of its forward pass."""
+    return (grad / joint_shape.numel()).expand(joint_shape), weights * -grad
+
+
 class _CorrectedDV(torch.autograd.Function):
     """The DV value with MINE's corrected gradient, as one autograd node (see :func:`corrected_dv`)."""
 
     @staticmethod
     def forward(ctx: Any, joint: Tensor, marginal: Tensor, value: float, log_ema: float) -> Tensor:
-        # d value / d marginal_j = -exp(marginal_j - log EMA) / numel, fixed now: the average may
-        # move again (another call, gradient accumulation) before this backward pass runs
-        ctx.marginal_weights = torch.exp(marginal - log_ema).div_(marginal.numel())
+        ctx.marginal_weights = marginal_weights(marginal, log_ema)
         ctx.joint_shape = joint.shape
         return joint.new_tensor(value)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
-        grad_joint = (grad / ctx.joint_shape.numel()).expand(ctx.joint_shape)
-        return grad_joint, ctx.marginal_weights * -grad, None, None
+        return (*corrected_dv_backward(grad, ctx.joint_shape, ctx.marginal_weights), None, None)
 
 
 def corrected_dv(joint: Tensor, marginal: Tensor, value: float, log_ema: float) -> Tensor:

@@ -25,6 +25,17 @@ def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+_ONES: dict[torch.device, Tensor] = {}
+
+
+def _one(device: torch.device) -> Tensor:
+    """A float32 scalar 1 on ``device``, made once (the finite check's unscale factor; never written)."""
+    one = _ONES.get(device)
+    if one is None:
+        one = _ONES[device] = torch.ones((), device=device)
+    return one
+
+
 def _all_finite(grads: list[Tensor]) -> bool:
     """Whether every gradient is finite: one fused check per dtype and device (the one GradScaler
     uses, with an unscale by exactly 1), else a norm per tensor."""
@@ -35,7 +46,7 @@ def _all_finite(grads: list[Tensor]) -> bool:
         found = []
         for (device, _), group in groups.items():
             found_inf = torch.zeros((), device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(group, found_inf, torch.ones((), device=device))
+            torch._amp_foreach_non_finite_check_and_unscale_(group, found_inf, _one(device))
             found.append(found_inf)
         return not bool(torch.stack(found).any()) if len(found) > 1 else not bool(found[0])
     except (RuntimeError, NotImplementedError):  # a device or dtype without the fused check

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -699,10 +700,32 @@ def permute_rows(t: Tensor, index: Tensor) -> Tensor:
     return _PermuteRows.apply(t, index)
 
 
+def cyclic_derangement_rows(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """[3n]: 0 .. n-1, then a random permutation with no fixed points (follow a random cycle through
+    all n items: index[order[i]] = order[i + 1]), then the permutation that undoes it. The first
+    2n entries pick the joint then the shuffled rows of z in one gather. One draw of ``generator``;
+    the index arithmetic runs on the host's copy of the draw (numpy), and the whole arrives on
+    ``device`` in one transfer."""
+    order = torch.randperm(n, device="cpu", generator=generator).numpy()
+    after = np.roll(order, -1)
+    rows = np.empty((3, n), dtype=order.dtype)
+    rows[0] = np.arange(n)
+    rows[1, order] = after  # index: each item's successor in the cycle
+    rows[2, after] = order  # inverse: each item's predecessor
+    return torch.from_numpy(rows.reshape(-1)).to(device)
+
+
+def cyclic_derangement_pair(
+    n: int, device: torch.device, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """(index, inverse) [n] each of :func:`cyclic_derangement_rows`."""
+    rows = cyclic_derangement_rows(n, device, generator)
+    return rows[n : 2 * n], rows[2 * n :]
+
+
 def _cyclic_derangement(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """A random permutation with no fixed points: follow a random cycle through all n items."""
-    order = torch.randperm(n, device="cpu", generator=generator).to(device)
-    return torch.empty_like(order).scatter_(0, order, order.roll(-1))  # index[order] = next in cycle
+    return cyclic_derangement_pair(n, device, generator)[0]
 
 
 def _off_diagonal(m: Tensor) -> Tensor:

@@ -188,11 +188,19 @@ class MIEstimator(nn.Module):
         log-partition is computed once, in float64, for the value, the EMA and the read-out, and
         read back with the EMA's state in one transfer.
         """
+        return self._corrected_dv_parts(joint, marginal, update_ema)[:2]
+
+    def _corrected_dv_parts(
+        self, joint: Tensor, marginal: Tensor, update_ema: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`corrected_dv`'s two tensors, then the mean joint score (computed in float64 by
+        :meth:`dv_head`, in the scores' dtype, detached)."""
         joint, marginal = bounds.check_scores(joint, marginal)
         value, j_mean, log_partition, log_ema = self.dv_head(joint, marginal, update_ema)
-        if log_ema is None:
-            return joint.new_tensor(value), marginal.new_tensor(log_partition)
-        return corrected_dv(joint, marginal, value, log_ema), marginal.new_tensor(log_partition)
+        objective = (
+            joint.new_tensor(value) if log_ema is None else corrected_dv(joint, marginal, value, log_ema)
+        )
+        return objective, marginal.new_tensor(log_partition), joint.new_tensor(j_mean)
 
     def dv_head(
         self, joint: Tensor, marginal: Tensor, update_ema: bool = True, correct: bool | None = None
@@ -202,9 +210,13 @@ class MIEstimator(nn.Module):
         is None when gradients are off, or ``correct`` is False (nothing to correct, and the
         average is left alone); ``correct=None`` asks torch whether gradients are on.
         NonFiniteScores with ``refuse_nonfinite``. See :meth:`corrected_dv`."""
-        j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
-            joint, marginal, self.ema.log_ema, self.ema.steps
-        )
+        known = self.ema.known_state()  # the moving average as fold left it: no buffer read
+        if known is None:
+            j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
+                joint, marginal, self.ema.log_ema, self.ema.steps
+            )
+        else:
+            (j_mean, log_partition), (log_ema, steps) = bounds.dv_statistics(joint, marginal), known
         if self.refuse_nonfinite and not (math.isfinite(j_mean) and math.isfinite(log_partition)):
             raise NonFiniteScores(
                 f"the critic's scores are not finite (joint mean {j_mean}, log mean exp of the "
@@ -233,10 +245,11 @@ class MIEstimator(nn.Module):
         into MINE's moving average)."""
         spec = self.spec
         if spec.moving_average:
-            objective, log_partition = self.corrected_dv(joint, marginal, update_ema)
+            objective, log_partition, joint_mean = self._corrected_dv_parts(joint, marginal, update_ema)
         else:
             log_partition = bounds.log_mean_exp(marginal.detach())
             objective = self.bound(spec.objective, joint, marginal)
+            joint_mean = joint.detach().float().mean()
         if spec.gradient is not None:
             # e.g. SMILE: the clipped DV value with the JS objective's gradient (Song and Ermon 2020),
             # since ascending the clipped bound itself is unbounded once scores pass tau
@@ -246,7 +259,7 @@ class MIEstimator(nn.Module):
         return MIOutput(
             objective=objective,
             mi=mi,
-            joint_mean=joint.detach().float().mean(),
+            joint_mean=joint_mean,
             log_partition=log_partition,
         )
 

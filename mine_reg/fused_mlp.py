@@ -75,16 +75,23 @@ class _ShuffledReluScores(torch.autograd.Function):
 
 
 def relu_mlp_forward(
-    params: Sequence[Tensor], x: Tensor, z: Tensor, index: Tensor
+    params: Sequence[Tensor], x: Tensor, z: Tensor, index: Tensor, rows: Tensor | None = None
 ) -> tuple[Tensor, list[Tensor]]:
     """(scores [2B, 1], the hidden activations): the joint rows (x_i, z_i), then the shuffled
     ones (x_i, z_index[i]). ``params`` as for :func:`shuffled_relu_scores`; the first weight
-    [H, dx+dz] is applied as x·W_x + z·W_z, so x·W_x is computed once for both kinds of pairs."""
-    dx = x.shape[1]
+    [H, dx+dz] is applied as x·W_x + z·W_z, so x·W_x is computed once for both kinds of pairs.
+    ``rows``: [0 .. B-1, *index] where the caller already has it (one gather then serves both
+    kinds of pairs)."""
+    batch, dx = x.shape
     first_w, first_b, weights, biases = params[0], params[1], params[2::2], params[3::2]
     hx = torch.addmm(first_b, x, first_w[:, :dx].t())
     hz = z.mm(first_w[:, dx:].t())
-    acts = [torch.cat([hx + hz, hx + hz.index_select(0, index)]).relu_()]
+    if rows is None:
+        acts = [torch.cat([hx + hz, hx + hz.index_select(0, index)]).relu_()]
+    else:  # the same sums: hz's rows (joint, then shuffled) each plus hx's
+        pre = hz.index_select(0, rows)
+        pre.view(2, batch, -1).add_(hx)
+        acts = [pre.relu_()]
     for w, b in zip(weights[:-1], biases[:-1], strict=True):
         acts.append(torch.addmm(b, acts[-1], w.t()).relu_())
     return torch.addmm(biases[-1], acts[-1], weights[-1].t()), acts
@@ -101,10 +108,12 @@ def relu_mlp_backward(
     need_x: bool,
     need_z: bool,
     need_params: bool,
+    inverse: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, list[Tensor] | None]:
     """Gradients of :func:`relu_mlp_forward` given ``d`` [2B, 1], the gradient of its scores,
     with the fewest operators: (grad_x, grad_z, [w_1, b_1, ..., w_L, b_L] gradients), each None
-    where not needed. ``weights`` are the layers after the first."""
+    where not needed. ``weights`` are the layers after the first; ``inverse`` is
+    :func:`inverse_permutation` of ``index`` where the caller already has it."""
     layer_grads: list[Tensor] = []
     for j in range(len(weights) - 1, -1, -1):  # weights[j] maps acts[j] to the next layer
         if need_params:
@@ -114,7 +123,9 @@ def relu_mlp_backward(
     b, dx = x.shape[0], x.shape[1]
     joint_rows, shuffled_rows = d[:b], d[b:]
     d_hx = joint_rows + shuffled_rows
-    d_hz = joint_rows + shuffled_rows.index_select(0, inverse_permutation(index))
+    d_hz = joint_rows + shuffled_rows.index_select(
+        0, inverse_permutation(index) if inverse is None else inverse
+    )
     grad_x = d_hx.mm(first_w[:, :dx]) if need_x else None
     grad_z = d_hz.mm(first_w[:, dx:]) if need_z else None
     if not need_params:

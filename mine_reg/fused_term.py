@@ -25,12 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .critics import STANDARDIZE_EPS, ConcatCritic, Standardized, _cyclic_derangement
-from .estimator import MIEstimator, MIOutput
+from .critics import STANDARDIZE_EPS, ConcatCritic, Standardized, cyclic_derangement_rows
+from .estimator import MIEstimator
 from .fused_mlp import relu_mlp_backward, relu_mlp_forward, relu_mlp_parameters
 from .moving_average import corrected_dv_backward, marginal_weights
 
@@ -45,14 +46,15 @@ class FusedTerm:
     standardize: batch-standardize x and z first (as :class:`mine_reg.critics.Standardized`).
     value_factor: the term's value is ``value_factor`` times the DV bound.
     grad_scale: ``[s]``; x and z receive ``s`` times the gradient of ``-DV`` (read at backward).
-    metrics: filled by the forward pass: mi, objective, joint_mean, log_partition (nats, detached).
+    metrics: filled by the forward pass: mi, objective, joint_mean, log_partition (nats; the first
+        two a detached scalar tensor, the others floats rounded to the scores' dtype).
     """
 
     estimator: MIEstimator
     standardize: bool
     value_factor: float
     grad_scale: list[float]
-    metrics: dict[str, Tensor] = field(default_factory=dict)
+    metrics: dict[str, Tensor | float] = field(default_factory=dict)
 
 
 def fused_parameters(estimator: MIEstimator) -> tuple[list[Tensor], bool] | None:
@@ -81,33 +83,42 @@ def _unstandardize_grad(grad: Tensor, t: Tensor, mean: Tensor, invstd: Tensor) -
     )[0]
 
 
+def _in_dtype(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (float32 or float64), as ``new_tensor(value)`` would hold it."""
+    return float(np.float32(value)) if dtype == torch.float32 else value
+
+
 class _FusedMineTerm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, z: Tensor, index: Tensor, plan: FusedTerm, *params: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, z: Tensor, rows: Tensor, plan: FusedTerm, *params: Tensor) -> Tensor:
         b = x.shape[0]
         xs, zs, stats = x, z, ()
         if plan.standardize:
             xs, x_mean, x_invstd = _standardize(x)
             zs, z_mean, z_invstd = _standardize(z)
             stats = (x_mean, x_invstd, z_mean, z_invstd)
-        scores, acts = relu_mlp_forward(params, xs, zs, index)
+        index, inverse = rows[b : 2 * b], rows[2 * b :]
+        scores, acts = relu_mlp_forward(params, xs, zs, index, rows[: 2 * b])
         flat = scores.view(-1)
         joint, marginal = flat[:b], flat[b:]
-        value, _, log_partition, log_ema = plan.estimator.dv_head(joint, marginal, correct=True)
+        value, j_mean, log_partition, log_ema = plan.estimator.dv_head(joint, marginal, correct=True)
         ctx.marginal_weights = marginal_weights(marginal, log_ema)
-        ctx.save_for_backward(x, z, xs, zs, index, params[0], *params[2::2], *stats, *acts)
+        ctx.save_for_backward(x, z, xs, zs, index, inverse, params[0], *params[2::2], *stats, *acts)
         ctx.layers, ctx.plan = len(params) // 2 - 1, plan
         dv = flat.new_tensor(value)
-        out = MIOutput(
-            objective=dv, mi=dv, joint_mean=joint.float().mean(), log_partition=flat.new_tensor(log_partition)
-        )
-        plan.metrics = out.metrics()
+        # the general path's MIOutput.metrics(), without the tensors it would make for two floats
+        plan.metrics = {
+            "mi": dv,
+            "objective": dv,
+            "joint_mean": _in_dtype(j_mean, flat.dtype),
+            "log_partition": _in_dtype(log_partition, flat.dtype),
+        }
         return dv * plan.value_factor
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, z, xs, zs, index, first_w, *rest = ctx.saved_tensors
+        x, z, xs, zs, index, inverse, first_w, *rest = ctx.saved_tensors
         layers, plan = ctx.layers, ctx.plan
         weights, rest = rest[:layers], rest[layers:]
         stats, acts = (rest[:4], rest[4:]) if plan.standardize else ((), rest)
@@ -116,7 +127,7 @@ class _FusedMineTerm(torch.autograd.Function):
         # the critic descends -DV
         d = torch.cat(corrected_dv_backward(-grad, joint_shape, ctx.marginal_weights)).unsqueeze(1)
         grad_xs, grad_zs, param_grads = relu_mlp_backward(
-            d, xs, zs, index, first_w, weights, acts, needs[0], needs[1], any(needs[4:])
+            d, xs, zs, index, first_w, weights, acts, needs[0], needs[1], any(needs[4:]), inverse
         )
         grad_x, grad_z = grad_xs, grad_zs
         if plan.standardize:
@@ -135,5 +146,5 @@ def fused_mine_term(
     """The scalar term ``plan.value_factor · DV`` for x [B, dx] and z [B, dz], its shuffled pairs
     drawn from ``generator`` as :func:`mine_reg.critics.score_pairs` draws them; gradients as the
     module docstring says. Fills ``plan.metrics``."""
-    index = _cyclic_derangement(x.shape[0], z.device, generator)
-    return _FusedMineTerm.apply(x, z, index, plan, *params)
+    rows = cyclic_derangement_rows(x.shape[0], z.device, generator)
+    return _FusedMineTerm.apply(x, z, rows, plan, *params)

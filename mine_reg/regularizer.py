@@ -194,7 +194,7 @@ class MIRegularizer(nn.Module):
         self.critic_dtype = torch.float32
         self.steps = 0  # regularizer calls (beta schedule)
         self.generator = torch.Generator().manual_seed(seed)
-        self._metrics: dict[str, Tensor] | None = None  # the latest scored batch's
+        self._metrics: dict[str, Tensor | float] | None = None  # the latest scored batch's
         self._fused: tuple[list[Tensor], bool] | None = None  # see _fused_term
         self._last_inputs: tuple[Tensor, Tensor] | None = None
         self._last_beta = 0.0

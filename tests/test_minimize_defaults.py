@@ -10,6 +10,7 @@ from mine_reg.critics import (
     ConcatCritic,
     SeparableCritic,
     Standardized,
+    cyclic_derangement_pair,
     permute_rows,
     score_pairs,
     standardize_rows,
@@ -109,3 +110,20 @@ def test_standardized_scores_do_not_change_when_z_is_rescaled(inner, marginals):
 def test_build_options_refuse_a_non_bool_standardize():
     with pytest.raises(ValueError, match="standardize"):
         BuildOptions(standardize="yes")
+
+
+@pytest.mark.parametrize("n", [2, 3, 9, 100])
+def test_cyclic_derangement_pair_is_one_cycle_with_its_inverse(n):
+    index, inverse = cyclic_derangement_pair(n, torch.device("cpu"), torch.Generator().manual_seed(n))
+    arange = torch.arange(n)
+    assert index.dtype == inverse.dtype == torch.long
+    assert torch.equal(torch.sort(index).values, arange) and not bool((index == arange).any())
+    assert torch.equal(index[inverse], arange) and torch.equal(inverse[index], arange)
+    seen, item = {0}, int(index[0])
+    while item != 0:  # following the successors from 0 visits every item before returning
+        seen.add(item)
+        item = int(index[item])
+    assert seen == set(range(n))
+    # the same draw of the generator as a plain randperm: index[order[i]] = order[i + 1]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    assert torch.equal(index[order], order.roll(-1))

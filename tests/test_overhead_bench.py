@@ -40,3 +40,14 @@ def test_overhead_prints_operator_counts_and_phases(capsys):
     parts = _rows(out[out.index("piece, timed alone") - 2 :], "piece, timed alone")
     assert set(parts) == {"critic MLP forward", "critic MLP backward", "critic Adam step"}
     assert all(float(v[0]) > 0 for v in parts.values()), parts
+
+
+def test_the_runs_summary_calls_only_the_default_widths_the_default(capsys):
+    overhead.main(
+        ["--steps", "1", "--warmup", "0", "--block", "1", "--runs", "2", "--critic-hidden", "16,16"]
+    )
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("concat (16, 16) ratio per run: ") and "(default)" not in summary
+    overhead.main(["--steps", "1", "--warmup", "0", "--block", "1", "--runs", "2"])
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith(f"concat {overhead.DEFAULT_HIDDEN} (default) ratio per run: ")

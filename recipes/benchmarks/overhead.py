@@ -319,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         median = statistics.median(ratios)
         verdict = "PASS" if median <= TARGET_RATIO else "FAIL"
         print(
-            f"\n{variants[1].name} (default) ratio per run: {', '.join(f'{q:.3f}' for q in ratios)}; "
+            f"\n{variants[1].name}{' (default)' if variants[1].hidden == DEFAULT_HIDDEN else ''} ratio per "
+            f"run: {', '.join(f'{q:.3f}' for q in ratios)}; "
             f"median {median:.3f} (target <= {TARGET_RATIO}: {verdict})"
         )
 

@@ -87,11 +87,10 @@ def relu_mlp_forward(
     hx = torch.addmm(first_b, x, first_w[:, :dx].t())
     hz = z.mm(first_w[:, dx:].t())
     if rows is None:
-        acts = [torch.cat([hx + hz, hx + hz.index_select(0, index)]).relu_()]
-    else:  # the same sums: hz's rows (joint, then shuffled) each plus hx's
-        pre = hz.index_select(0, rows)
-        pre.view(2, batch, -1).add_(hx)
-        acts = [pre.relu_()]
+        rows = torch.cat([torch.arange(batch, device=index.device), index])
+    pre = hz.index_select(0, rows)  # z's rows for the joint, then the shuffled pairs
+    pre.view(2, batch, -1).add_(hx)  # each plus x's
+    acts = [pre.relu_()]
     for w, b in zip(weights[:-1], biases[:-1], strict=True):
         acts.append(torch.addmm(b, acts[-1], w.t()).relu_())
     return torch.addmm(biases[-1], acts[-1], weights[-1].t()), acts

@@ -210,13 +210,9 @@ class MIEstimator(nn.Module):
         is None when gradients are off, or ``correct`` is False (nothing to correct, and the
         average is left alone); ``correct=None`` asks torch whether gradients are on.
         NonFiniteScores with ``refuse_nonfinite``. See :meth:`corrected_dv`."""
-        known = self.ema.known_state()  # the moving average as fold left it: no buffer read
-        if known is None:
-            j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
-                joint, marginal, self.ema.log_ema, self.ema.steps
-            )
-        else:
-            (j_mean, log_partition), (log_ema, steps) = bounds.dv_statistics(joint, marginal), known
+        j_mean, log_partition, log_ema, steps = bounds.dv_statistics(
+            joint, marginal, self.ema.log_ema, self.ema.steps
+        )
         if self.refuse_nonfinite and not (math.isfinite(j_mean) and math.isfinite(log_partition)):
             raise NonFiniteScores(
                 f"the critic's scores are not finite (joint mean {j_mean}, log mean exp of the "

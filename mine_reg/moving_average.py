@@ -43,17 +43,6 @@ class EMALogPartition(nn.Module):
         self.rate, self.sync = rate, sync
         self.register_buffer("log_ema", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self._written: tuple[Tensor, Tensor, int, int, float, int] | None = None  # see known_state
-
-    def known_state(self) -> tuple[float, int] | None:
-        """(log average, steps) as Python numbers without reading the buffers, when :meth:`fold`
-        wrote them last: the same buffer tensors, not modified since (their version counters are
-        unchanged, so a loaded checkpoint, a device move or any in-place write invalidates it);
-        else None, and the caller reads the buffers."""
-        w = self._written
-        if w is None or w[0] is not self.log_ema or w[1] is not self.steps:
-            return None
-        return (w[4], w[5]) if (w[2], w[3]) == (self.log_ema._version, self.steps._version) else None
 
     def fold(self, batch_log_mean_exp: float, log_ema: float, steps: int) -> float:
         """:meth:`update` for a scalar average whose state the caller has already read as Python
@@ -70,7 +59,6 @@ class EMALogPartition(nn.Module):
             new = _logaddexp(log_ema + math.log1p(-self.rate), batch_log_mean_exp + math.log(self.rate))
         self.log_ema.fill_(new)
         self.steps.add_(1)
-        self._written = (self.log_ema, self.steps, self.log_ema._version, self.steps._version, new, steps + 1)
         return new
 
     @torch.no_grad()

@@ -211,26 +211,6 @@ def test_fold_follows_the_same_recursion_as_update(rate):
         EMALogPartition(shape=(3,)).fold(0.0, 0.0, 0)
 
 
-def test_known_state_is_what_fold_wrote_until_the_buffers_change():
-    ema = EMALogPartition(0.1)
-    assert ema.known_state() is None  # never folded: read the buffers
-    new = ema.fold(0.7, float(ema.log_ema), int(ema.steps))
-    assert ema.known_state() == (new, 1) == (float(ema.log_ema), int(ema.steps))
-    new = ema.fold(-0.4, *ema.known_state())
-    assert ema.known_state() == (new, 2) == (float(ema.log_ema), int(ema.steps))
-    # any other write of the buffers invalidates it: a loaded checkpoint, an in-place update
-    other = EMALogPartition(0.1)
-    other.fold(3.0, 0.0, 0)
-    ema.load_state_dict(other.state_dict())
-    assert ema.known_state() is None and float(ema.log_ema) == 3.0
-    ema.fold(1.0, float(ema.log_ema), int(ema.steps))
-    ema.update(torch.tensor(2.0, dtype=torch.float64))
-    assert ema.known_state() is None
-    ema.fold(1.0, float(ema.log_ema), int(ema.steps))
-    ema.log_ema = ema.log_ema.clone()  # a device move replaces the tensors
-    assert ema.known_state() is None
-
-
 def test_first_update_initialises_ema_and_gives_plain_dv_gradient():
     critic, x, z, z_marg, kwargs = _setup("given", seed=1)
     est = MIEstimator(critic, "mine", marginals="given", ema_rate=0.01)
